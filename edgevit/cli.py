@@ -1,0 +1,68 @@
+"""The `edgevit` command. Each subcommand lives with its stage and is imported only when used,
+so `edgevit --help` stays fast. A problem the user can fix prints one line and exits 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Callable
+
+from edgevit import __version__
+from edgevit.errors import EdgevitError
+
+# name -> (module, one-line help). The module has add_arguments(parser) and run(args) -> int.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "distill": ("edgevit.distill.command", "train a small student from a teacher (DeiT distillation)"),
+    "export": ("edgevit.export.command", "export a run's student for a hardware target and verify it"),
+    "profile": ("edgevit.profile.command", "measure an exported model's latency in its runtime, here or over SSH"),
+    "benchmark": ("edgevit.profile.benchmark", "export + verify + profile many targets, one table"),
+    "recipes": ("edgevit.catalog", "list the shipped training recipes"),
+    "targets": ("edgevit.catalog", "list the shipped hardware targets"),
+}
+
+
+def _parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
+    parser = argparse.ArgumentParser(
+        prog="edgevit",
+        description="Distil a small vision transformer from a CNN teacher, export it per edge target, "
+        "verify it and profile it on the device.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgevit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    runners: dict[str, Callable[[argparse.Namespace], int]] = {}
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name != wanted:  # import only the module of the command being run
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            raise EdgevitError(f"'edgevit {name}' needs the package '{exc.name}': pip install -e '.[all]'") from None
+        getattr(module, f"add_{name}_arguments", getattr(module, "add_arguments", lambda _p: None))(p)
+        runners[name] = getattr(module, f"run_{name}", getattr(module, "run", None))
+    return parser, runners
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting OpenMP threads starve 2-core machines
+    try:
+        argv = sys.argv[1:] if argv is None else argv
+        parser, runners = _parser(argv)
+        args = parser.parse_args(argv)
+        if not args.command:
+            parser.print_help()
+            return 0
+        return int(runners[args.command](args) or 0)
+    except EdgevitError as exc:
+        print(f"edgevit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edgevit: interrupted; finished checkpoints are kept (resume with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

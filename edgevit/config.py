@@ -1,0 +1,258 @@
+"""Recipes (how to train) and targets (where to deploy) are YAML files validated by pydantic.
+
+A bad field gives one line naming the file, the field and what is allowed (see `_explain`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edgevit.errors import EdgevitError
+from edgevit.paths import recipes_dirs, targets_dirs
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ----------------------------------------------------------------------------------------- recipes
+class DataConfig(_Strict):
+    spec: str = Field("digits", description="digits | PATH (ImageFolder) | cifar10[:ROOT] | cifar100[:ROOT] | hf:NAME_OR_PATH")
+    img_size: int = Field(32, ge=8, le=1024)
+    batch_size: int = Field(64, ge=1)
+    workers: int = Field(0, ge=0)
+    image_column: str | None = None
+    label_column: str | None = None
+
+
+class AugConfig(_Strict):
+    """DeiT-style augmentation; every field maps onto timm's create_transform / Mixup."""
+
+    auto_augment: str | None = "rand-m9-mstd0.5-inc1"
+    hflip: float = Field(0.5, ge=0, le=1)
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    color_jitter: float = Field(0.3, ge=0)
+    reprob: float = Field(0.25, ge=0, le=1)
+    mixup: float = Field(0.8, ge=0)
+    cutmix: float = Field(1.0, ge=0)
+    mixup_prob: float = Field(1.0, ge=0, le=1)
+    mixup_switch_prob: float = Field(0.5, ge=0, le=1)
+    smoothing: float = Field(0.1, ge=0, lt=1)
+    crop_pct: float = Field(0.875, gt=0, le=1)
+    repeated_aug: bool = False
+
+
+class TeacherConfig(_Strict):
+    names: list[str] = Field(default_factory=lambda: ["regnety_160"], min_length=1)
+    checkpoints: list[str] = Field(default_factory=list, description="one local checkpoint per name, or none")
+    pretrained: bool = True
+    ensemble: Literal["logits", "probs"] = "logits"
+    finetune_epochs: int = Field(10, ge=0)
+    finetune_lr: float = Field(1e-3, gt=0)
+    bf16: bool = True
+
+    @field_validator("names", mode="before")
+    @classmethod
+    def _one_name_is_a_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+
+class StudentConfig(_Strict):
+    name: str = "deit_tiny_distilled_patch16_224"
+    patch_size: int | None = Field(None, ge=1, description="None: follow the image size (4 at 32 px, 16 at 224 px)")
+    drop_path: float = Field(0.1, ge=0, lt=1)
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm.create_model arguments")
+    checkpoint: str | None = None
+
+
+class DistillConfig(_Strict):
+    type: Literal["none", "soft", "hard"] = "hard"
+    alpha: float = Field(0.5, ge=0, le=1)
+    tau: float = Field(1.0, gt=0)
+    cache_teacher: bool = False
+    cache_topk: int = Field(10, ge=1)
+    cache_rounds: int | None = Field(None, ge=1, description="distinct augmentation rounds; epoch e replays "
+                                     "round e % rounds (None: one per epoch, so only later students reuse)")
+
+
+class OptimConfig(_Strict):
+    opt: str = "adamw"
+    lr: float = Field(5e-4, gt=0, description="at lr_base_batch; scaled linearly with the batch size")
+    lr_base_batch: int = Field(512, ge=1)
+    weight_decay: float = Field(0.05, ge=0)
+    momentum: float = 0.9
+    sched: str = "cosine"
+    warmup_epochs: int = Field(5, ge=0)
+    warmup_lr: float = Field(1e-6, ge=0)
+    min_lr: float = Field(1e-5, ge=0)
+    clip_grad: float | None = Field(None, gt=0)
+
+
+class Recipe(_Strict):
+    name: str = "recipe"
+    description: str = ""
+    epochs: int = Field(300, ge=1)
+    seed: int = 0
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    channels_last: bool = False
+    data: DataConfig = Field(default_factory=DataConfig)
+    aug: AugConfig = Field(default_factory=AugConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+
+
+# ----------------------------------------------------------------------------------------- targets
+class QuantConfig(_Strict):
+    scheme: Literal["static", "dynamic", "weight-only"] = "static"
+    calibration_samples: int = Field(128, ge=1)
+    per_channel: bool = True
+    method: str | None = Field(None, description="calibration method, e.g. minmax | entropy | percentile")
+    options: dict[str, Any] = Field(default_factory=dict, description="passed to the quantizer as is")
+
+
+class DeviceConfig(_Strict):
+    kind: Literal["local", "ssh"] = "local"
+    host: str | None = None
+    user: str | None = None
+    port: int = Field(22, ge=1, le=65535)
+    workdir: str = "/tmp"
+    tool: str | None = Field(None, description="device-side tool, e.g. trtexec or 'python3 -m edgevit.profile.agent'")
+
+
+class Target(_Strict):
+    name: str
+    description: str = ""
+    aliases: list[str] = Field(default_factory=list)
+    format: Literal["onnx", "openvino", "tflite", "coreml", "tensorrt"]
+    precision: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"
+    precisions: list[Literal["fp32", "fp16", "bf16", "int8"]] = Field(default_factory=lambda: ["fp32"])
+    input_size: int | None = Field(None, ge=8, description="None: the run's training size")
+    batch: int = Field(1, ge=1)
+    dynamic_batch: bool = False
+    opset: int = Field(17, ge=13)
+    quantization: QuantConfig = Field(default_factory=QuantConfig)
+    runtime: dict[str, Any] = Field(default_factory=dict, description="runtime options, e.g. threads, hints")
+    device: DeviceConfig = Field(default_factory=DeviceConfig)
+    device_name: str = Field("", description="the hardware this target stands for, in words")
+
+
+# ----------------------------------------------------------------------------------------- loading
+def _explain(path: Path, model: type[BaseModel], err: ValidationError) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"])
+    if e["type"] == "extra_forbidden":
+        parent: Any = model
+        for part in e["loc"][:-1]:
+            field = parent.model_fields.get(str(part)) if isinstance(parent, type) and issubclass(parent, BaseModel) else None
+            parent = field.annotation if field is not None else None
+        allowed = sorted(parent.model_fields) if isinstance(parent, type) and issubclass(parent, BaseModel) else []
+        close = difflib.get_close_matches(str(e["loc"][-1]), allowed, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"{path}: unknown field '{loc}'{hint}; allowed here: {', '.join(allowed)}"
+    got = e.get("input")
+    got_s = f" (got {got!r})" if not isinstance(got, dict) else ""
+    return f"{path}: field '{loc}': {e['msg']}{got_s}"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise EdgevitError(f"{path}: no such file") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise EdgevitError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise EdgevitError(f"{path}: expected a mapping of fields at the top level, got {type(data).__name__}")
+    return data
+
+
+def _validate(model: type[BaseModel], data: dict[str, Any], path: Path) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise EdgevitError(_explain(path, model, err)) from None
+
+
+def _find(name_or_path: str, dirs: list[Path], kind: str, aliases: dict[str, Path] | None = None) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.exists():
+            raise EdgevitError(f"{kind} file {p} does not exist")
+        return p
+    known = {f.stem: f for d in dirs for f in sorted(d.glob("*.yaml"))}
+    known = {**(aliases or {}), **known}
+    if name_or_path in known:
+        return known[name_or_path]
+    close = difflib.get_close_matches(name_or_path, list(known), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise EdgevitError(f"unknown {kind} '{name_or_path}'{hint} (known: {', '.join(sorted(known)) or 'none'})")
+
+
+def load_recipe(name_or_path: str | None = None) -> tuple[Recipe, Path | None]:
+    """A shipped recipe by name, a YAML path, or (None) the quickstart recipe."""
+    path = _find(name_or_path or "quickstart", recipes_dirs(), "recipe")
+    return _validate(Recipe, _read_yaml(path), path), path
+
+
+def apply_overrides(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
+    """CLI flags override recipe fields: keys are dotted paths ('optim.lr'); None means not given."""
+    data = recipe.model_dump()
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return _validate(Recipe, data, Path("<command line>"))
+
+
+def list_recipes() -> list[tuple[str, Path, Recipe | str]]:
+    out = []
+    for d in recipes_dirs():
+        for f in sorted(d.glob("*.yaml")):
+            try:
+                out.append((f.stem, f, _validate(Recipe, _read_yaml(f), f)))
+            except EdgevitError as exc:
+                out.append((f.stem, f, str(exc)))
+    return out
+
+
+def _target_aliases() -> dict[str, Path]:
+    aliases: dict[str, Path] = {}
+    for d in targets_dirs():
+        for f in sorted(d.glob("*.yaml")):
+            try:
+                for a in _read_yaml(f).get("aliases", []) or []:
+                    aliases[str(a)] = f
+            except EdgevitError:
+                continue
+    return aliases
+
+
+def load_target(name_or_path: str) -> Target:
+    """A shipped target by name or alias (e.g. 'jetson'), or a YAML path."""
+    path = _find(name_or_path, targets_dirs(), "target", _target_aliases())
+    return _validate(Target, _read_yaml(path), path)
+
+
+def list_targets() -> list[tuple[str, Path, Target | str]]:
+    out = []
+    for d in targets_dirs():
+        for f in sorted(d.glob("*.yaml")):
+            try:
+                out.append((f.stem, f, _validate(Target, _read_yaml(f), f)))
+            except EdgevitError as exc:
+                out.append((f.stem, f, str(exc)))
+    return out

@@ -1,0 +1,146 @@
+"""Students: timm models by name, with a distillation head for every student.
+
+DeiT students use timm's distilled ViT (a distillation token with its own head). Students without
+a token (PVT-v2, ConvMixer, any timm model) get a second linear head on the pooled features that
+plays the distillation head. Either way the interface is timm's: `set_distilled_training(True)`
+makes the training forward return `(cls_logits, dist_logits)`; otherwise the forward returns the
+mean of the two heads, as DeiT does at inference. So an exported student is one plain tensor out.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from timm.models import register_model
+from timm.models.convmixer import ConvMixer
+from torch import nn
+
+from edgevit.errors import EdgevitError
+
+STUDENT_FILE = "student.pt"
+
+
+@register_model
+def convmixer_256_8_ks5_p2(pretrained: bool = False, **kwargs: Any) -> ConvMixer:
+    """A small ConvMixer that fits 32-px images (the embedded default): 0.6 M parameters."""
+    if pretrained:
+        raise EdgevitError("convmixer_256_8_ks5_p2 has no pretrained weights; drop --pretrained")
+    kwargs.setdefault("patch_size", 2)
+    return ConvMixer(dim=256, depth=8, kernel_size=5, **kwargs)
+
+
+class DistilledHeadStudent(nn.Module):
+    """A timm backbone plus a distillation head on its pooled features (PVT-v2, ConvMixer, ...)."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head_dist = nn.Linear(backbone.num_features, num_classes)
+        self.num_classes = num_classes
+        self.distilled_training = False
+
+    def set_distilled_training(self, enable: bool = True) -> None:
+        self.distilled_training = enable
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        feats = self.backbone.forward_features(x)
+        pooled = self.backbone.forward_head(feats, pre_logits=True)
+        x_cls = self.backbone.get_classifier()(pooled)
+        x_dist = self.head_dist(pooled)
+        if self.distilled_training and self.training:
+            return x_cls, x_dist
+        return (x_cls + x_dist) / 2
+
+
+def has_distillation_head(model: nn.Module) -> bool:
+    return hasattr(model, "set_distilled_training")
+
+
+def check_model_name(name: str) -> None:
+    """An unknown timm name fails with close matches, before anything is built."""
+    if name in timm.list_models() or timm.is_model(name):
+        return
+    base = name.split(".")[0]
+    if timm.is_model(base):
+        return
+    close = difflib.get_close_matches(base, timm.list_models(), n=4, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
+    raise EdgevitError(f"unknown timm model '{name}'{hint}")
+
+
+def default_patch_size(img_size: int) -> int:
+    """Patch 16 at 224 px gives 196 tokens; small images get small patches (4 at 32 px: 64 tokens)."""
+    return 16 if img_size >= 128 else max(2, img_size // 8)
+
+
+def student_kwargs(name: str, num_classes: int, img_size: int, patch_size: int | None,
+                   drop_path: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The timm.create_model keyword arguments for a student at this data's size."""
+    kw: dict[str, Any] = {"num_classes": num_classes, "drop_path_rate": drop_path}
+    family = name.split("_")[0]
+    if family in ("deit", "vit", "deit3"):
+        kw.update(img_size=img_size, patch_size=patch_size or default_patch_size(img_size))
+    elif family == "convmixer":
+        kw.pop("drop_path_rate")
+        if patch_size:
+            kw["patch_size"] = patch_size
+    elif family == "pvt":
+        kw["img_size"] = img_size
+    kw.update(extra or {})
+    return kw
+
+
+def create_student(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    """Build a student with a distillation head; DeiT's distilled models already have one."""
+    check_model_name(name)
+    try:
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    except TypeError as exc:
+        raise EdgevitError(f"student '{name}' does not accept these options ({exc}); fix student.kwargs") from None
+    if has_distillation_head(model):
+        return model
+    return DistilledHeadStudent(model, kwargs["num_classes"])
+
+
+def save_student(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
+    """Write the deployable student atomically: weights plus what export needs to rebuild it."""
+    state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"state_dict": state, **meta}, tmp)
+    tmp.replace(path)
+
+
+def load_student(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a student saved by `save_student` (weights_only: it may come from anyone).
+
+    Returns the model in eval mode and its metadata: model_name, create_kwargs, class_names,
+    img_size, mean, std, sha256.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / STUDENT_FILE
+    if not path.exists():
+        raise EdgevitError(f"{path} does not exist: run `edgevit distill` first or pass a run folder that has {STUDENT_FILE}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a student file"
+        raise EdgevitError(f"{path} is not an edgevit student checkpoint ({type(exc).__name__})") from None
+    if not isinstance(blob, dict) or "state_dict" not in blob or "model_name" not in blob:
+        raise EdgevitError(f"{path} is not an edgevit student checkpoint (no model_name/state_dict)")
+    model = create_student(blob["model_name"], dict(blob["create_kwargs"]))
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except RuntimeError as exc:
+        raise EdgevitError(f"{path}: weights do not fit {blob['model_name']}: {str(exc).splitlines()[1].strip()}") from None
+    meta = {k: v for k, v in blob.items() if k != "state_dict"}
+    meta["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return model.eval(), meta
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
