@@ -16,7 +16,7 @@ from typing import Any
 
 import timm
 import torch
-from timm.models import register_model
+from timm.models import build_model_with_cfg, register_model
 from timm.models.convmixer import ConvMixer
 from torch import nn
 
@@ -30,8 +30,8 @@ def convmixer_256_8_ks5_p2(pretrained: bool = False, **kwargs: Any) -> ConvMixer
     """A small ConvMixer that fits 32-px images (the embedded default): 0.6 M parameters."""
     if pretrained:
         raise EdgevitError("convmixer_256_8_ks5_p2 has no pretrained weights; drop --pretrained")
-    kwargs.setdefault("patch_size", 2)
-    return ConvMixer(dim=256, depth=8, kernel_size=5, **kwargs)
+    args = {"dim": 256, "depth": 8, "kernel_size": 5, "patch_size": 2, **kwargs}
+    return build_model_with_cfg(ConvMixer, "convmixer_256_8_ks5_p2", pretrained, **args)
 
 
 class DistilledHeadStudent(nn.Module):
@@ -89,8 +89,6 @@ def student_kwargs(name: str, num_classes: int, img_size: int, patch_size: int |
         kw.pop("drop_path_rate")
         if patch_size:
             kw["patch_size"] = patch_size
-    elif family == "pvt":
-        kw["img_size"] = img_size
     kw.update(extra or {})
     return kw
 

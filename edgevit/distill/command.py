@@ -1,0 +1,121 @@
+"""`edgevit distill`: flags override the recipe (default: recipes/quickstart.yaml)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from edgevit.config import apply_overrides, load_recipe
+from edgevit.errors import EdgevitError
+from edgevit.paths import default_runs_dir
+from edgevit.runs import check_run_name
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", nargs="?", help="recipe name (edgevit recipes) or YAML path; default: quickstart")
+    p.add_argument("--teacher", action="append", metavar="NAME",
+                   help="timm teacher name; repeat for an ensemble; 'self' = the student's own architecture")
+    p.add_argument("--teacher-checkpoint", action="append", metavar="PATH", help="local teacher weights, one per --teacher")
+    p.add_argument("--teacher-epochs", type=int, help="epochs to fine-tune a teacher whose head does not fit")
+    p.add_argument("--no-pretrained", action="store_true", help="do not look for pretrained teacher weights")
+    p.add_argument("--ensemble", choices=["logits", "probs"], help="how an ensemble combines its teachers")
+    p.add_argument("--student", metavar="NAME", help="timm student name (e.g. deit_tiny_distilled_patch16_224)")
+    p.add_argument("--student-checkpoint", metavar="PATH", help="initial student weights")
+    p.add_argument("--data", metavar="SPEC", help="digits | PATH (ImageFolder) | cifar10[:ROOT] | cifar100[:ROOT] | hf:NAME")
+    p.add_argument("--img-size", type=int)
+    p.add_argument("--patch-size", type=int)
+    p.add_argument("--distillation", choices=["none", "soft", "hard"])
+    p.add_argument("--alpha", type=float, help="weight of the distillation term (DeiT: 0.5)")
+    p.add_argument("--tau", type=float, help="temperature of soft distillation")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="learning rate at the recipe's lr_base_batch")
+    p.add_argument("--workers", type=int, help="data-loading processes")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"])
+    p.add_argument("--cache-teacher", action="store_true", default=None, help="cache the teacher's top-k logits")
+    p.add_argument("--cache-topk", type=int)
+    p.add_argument("--cache-rounds", type=int, help="distinct augmentation rounds replayed from the cache")
+    p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<recipe>, numbered if taken)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+
+
+def _overrides(a: argparse.Namespace) -> dict[str, Any]:
+    return {"teacher.names": a.teacher, "teacher.checkpoints": a.teacher_checkpoint,
+            "teacher.finetune_epochs": a.teacher_epochs, "teacher.pretrained": False if a.no_pretrained else None,
+            "teacher.ensemble": a.ensemble, "student.name": a.student, "student.checkpoint": a.student_checkpoint,
+            "student.patch_size": a.patch_size, "data.spec": a.data, "data.img_size": a.img_size,
+            "data.batch_size": a.batch_size, "data.workers": a.workers, "distill.type": a.distillation,
+            "distill.alpha": a.alpha, "distill.tau": a.tau, "distill.cache_teacher": a.cache_teacher,
+            "distill.cache_topk": a.cache_topk, "distill.cache_rounds": a.cache_rounds, "epochs": a.epochs,
+            "optim.lr": a.lr, "seed": a.seed, "amp": a.amp}
+
+
+def _run_dir(out: str | None, recipe_name: str, resume: bool) -> Path:
+    if out:
+        path = Path(out)
+        check_run_name(path.name)
+        if resume:
+            return path
+        if (path / "student.pt").exists() or (path / "checkpoint.pt").exists():
+            raise EdgevitError(f"{path} already holds a run; pass --resume to continue it or another --out")
+        return path
+    if resume:
+        raise EdgevitError("--resume needs --out: the run folder to continue")
+    root, base = default_runs_dir(), check_run_name(recipe_name)
+    path, n = root / base, 2
+    while path.exists():
+        path, n = root / f"{base}-{n}", n + 1
+    return path
+
+
+@contextlib.contextmanager
+def progress_bars() -> Iterator[Callable[[str, int], Callable[..., None]]]:
+    """Rich progress bars with loss, accuracy and images/s; plain text when not on a terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.1f}% {task.fields[ips]:.0f} img/s"),
+            TimeRemainingColumn()]
+    with Progress(*cols, transient=True, disable=not sys.stderr.isatty()) as bar:
+        def start(desc: str, total: int) -> Callable[..., None]:
+            task = bar.add_task(desc, total=total, loss=0.0, acc=0.0, ips=0.0)
+            return lambda done, **fields: bar.update(task, completed=done, **fields)
+        yield start
+
+
+def run(a: argparse.Namespace) -> int:
+    import torch
+
+    recipe, path = load_recipe(a.recipe)
+    recipe = apply_overrides(recipe, _overrides(a))
+    if recipe.teacher.names == ["self"] and recipe.distill.type == "none":
+        raise EdgevitError("--teacher self needs --distillation soft or hard")
+    run_dir = _run_dir(a.out, recipe.name, a.resume)
+    threads = int(os.environ.get("OMP_NUM_THREADS", "0")) or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    main = int(os.environ.get("RANK", "0")) == 0
+    log = print if main else (lambda _m: None)
+    log(f"edgevit distill: recipe {path.stem if path else 'quickstart'}, student {recipe.student.name}, "
+        f"teacher {'+'.join(recipe.teacher.names) if recipe.distill.type != 'none' else '-'} "
+        f"({recipe.distill.type}), data {recipe.data.spec} at {recipe.data.img_size} px, {recipe.epochs} epochs -> {run_dir}")
+    from edgevit.distill.pipeline import distill
+
+    t0 = time.perf_counter()
+    with progress_bars() as bars:
+        summary = distill(recipe, run_dir, resume=a.resume, log=log, progress=bars)
+    if main:
+        for t in summary.get("teachers", []):
+            log(f"teacher  {t['name']:<28} {t['val_top1']:6.2f}% top-1 ({t['source']})")
+        heads = (f" (cls head {summary['val_top1_cls']:.2f}%, dist head {summary['val_top1_dist']:.2f}%)"
+                 if summary.get("val_top1_cls") is not None else "")
+        log(f"student  {summary['student']:<28} {summary['val_top1']:6.2f}% top-1{heads}, "
+            f"{summary['params_m']:.2f} M params")
+        log(f"done in {time.perf_counter() - t0:.0f} s; run folder: {run_dir} (student.pt, metrics.jsonl, recipe.yaml); "
+            f"next: edgevit export {run_dir} --target openvino-cpu")
+    return 0

@@ -1,0 +1,66 @@
+"""Recipes and targets: the shipped files load, bad fields fail in one line, CLI lists them."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgevit.config import Recipe, apply_overrides, list_recipes, list_targets, load_recipe, load_target
+from edgevit.errors import EdgevitError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def edgevit(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgevit.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_shipped_recipes_and_targets_are_valid():
+    recipes = {name: r for name, _, r in list_recipes()}
+    assert {"quickstart", "deit_tiny_regnety160_hard"} <= set(recipes)
+    assert all(isinstance(r, Recipe) for r in recipes.values())
+    paper = recipes["deit_tiny_regnety160_hard"]
+    assert (paper.epochs, paper.optim.lr, paper.optim.weight_decay, paper.optim.warmup_epochs) == (300, 5e-4, 0.05, 5)
+    assert (paper.aug.mixup, paper.aug.cutmix, paper.aug.reprob, paper.student.drop_path) == (0.8, 1.0, 0.25, 0.1)
+    assert paper.aug.auto_augment == "rand-m9-mstd0.5-inc1" and paper.distill.type == "hard"
+    targets = {name: t for name, _, t in list_targets()}
+    assert {"openvino-cpu", "tflite-mobile", "coreml-ios", "jetson-orin", "onnx"} <= set(targets)
+    assert load_target("jetson").name == "jetson-orin"
+
+
+def test_misspelt_field_names_file_field_and_fix(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 3\noptim:\n  lrr: 0.1\n")
+    with pytest.raises(EdgevitError) as e:
+        load_recipe(str(bad))
+    msg = str(e.value)
+    assert str(bad) in msg and "optim.lrr" in msg and "did you mean 'lr'" in msg and "\n" not in msg
+
+
+def test_wrong_type_and_unknown_names(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: many\n")
+    with pytest.raises(EdgevitError, match=r"field 'epochs'.*'many'"):
+        load_recipe(str(bad))
+    with pytest.raises(EdgevitError, match="unknown target 'jetsn'.*jetson"):
+        load_target("jetsn")
+    with pytest.raises(EdgevitError, match="field 'distill.type'"):
+        apply_overrides(load_recipe("quickstart")[0], {"distill.type": "medium"})
+
+
+def test_cli_lists_and_fails_cleanly(tmp_path):
+    out = edgevit("recipes")
+    assert out.returncode == 0 and "quickstart" in out.stdout and "deit_tiny_regnety160_hard" in out.stdout
+    out = edgevit("targets")
+    assert out.returncode == 0
+    for name in ("openvino-cpu", "tflite-mobile", "coreml-ios", "jetson-orin", "onnx"):
+        assert name in out.stdout
+    assert edgevit("--version").stdout.startswith("edgevit ")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 3\nstudnet: {name: x}\n")
+    out = edgevit("distill", str(bad))
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert "unknown field 'studnet'" in out.stderr and "did you mean 'student'" in out.stderr

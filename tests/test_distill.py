@@ -1,0 +1,185 @@
+"""The distillation engine end to end on the embedded default, with tiny models made here."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from edgevit.config import AugConfig, OptimConfig
+from edgevit.data import build_datasets
+from edgevit.distill.losses import DistillationLoss
+from edgevit.models.students import create_student, load_student, student_kwargs
+from edgevit.runs import Ledger
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+
+TINY = {
+    "name": "tiny", "epochs": 3, "seed": 1,
+    "data": {"spec": "digits", "img_size": 16, "batch_size": 32},
+    "aug": {"auto_augment": "rand-m9-mstd0.5-inc1", "hflip": 0.0, "scale": [0.6, 1.0], "color_jitter": 0.0,
+            "reprob": 0.25, "mixup": 0.8, "cutmix": 1.0, "smoothing": 0.1, "crop_pct": 1.0},
+    "teacher": {"names": ["resnet10t"], "finetune_epochs": 1, "finetune_lr": 0.003, "pretrained": False},
+    "student": {"name": "deit_tiny_distilled_patch16_224", "patch_size": 4,
+                "kwargs": {"depth": 2, "embed_dim": 48, "num_heads": 2}},
+    "distill": {"type": "hard"},
+    "optim": {"lr": 0.004, "warmup_epochs": 1},
+}
+
+
+def write_recipe(tmp_path: Path, **changes) -> Path:
+    recipe = json.loads(json.dumps(TINY))
+    for key, value in changes.items():
+        node = recipe
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def edgevit(*args, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgevit.cli", *map(str, args)], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=kw.get("timeout", 600))
+
+
+@pytest.mark.parametrize("name,kwargs", [("pvt_v2_b0", {"depths": (1, 1, 1, 1)}), ("convmixer_256_8_ks5_p2", {"depth": 4})])
+def test_token_free_students_learn_with_hard_distillation(name, kwargs):
+    torch.manual_seed(0)
+    ds = build_datasets({"spec": "digits", "img_size": 32}, None)
+    x = torch.stack([ds.train[i][0] for i in range(16)])
+    y = torch.tensor([ds.train[i][1] for i in range(16)])
+    teacher_logits = torch.randn(16, 10)  # any fixed teacher: its argmax is a learnable target
+    student = create_student(name, student_kwargs(name, 10, 32, None, 0.0, kwargs))
+    student.set_distilled_training(True)
+    student.train()
+    loss_fn = DistillationLoss(torch.nn.CrossEntropyLoss(), "hard")
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(12):
+        out = student(x)
+        assert isinstance(out, tuple) and out[0].shape == out[1].shape == (16, 10)
+        loss = loss_fn(out, y, teacher_logits)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+    student.eval()
+    with torch.inference_mode():  # inference averages the two heads, one tensor out (what export needs)
+        student.set_distilled_training(False)
+        assert student(x).shape == (16, 10)
+
+
+def test_distill_cli_end_to_end_and_ledger(tmp_path):
+    out = edgevit("distill", write_recipe(tmp_path, epochs=2), "--out", tmp_path / "runs" / "e2e")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "teacher  resnet10t" in out.stdout and "student  deit_tiny" in out.stdout and "run folder" in out.stdout
+    run = tmp_path / "runs" / "e2e"
+    model, meta = load_student(run)
+    assert meta["num_classes"] == 10 and meta["img_size"] == 16 and len(meta["sha256"]) == 64
+    assert model(torch.zeros(1, 3, 16, 16)).shape == (1, 10)
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines if r["stage"] == "student"] == [1, 2]
+    led = Ledger(tmp_path / "runs")
+    assert led.runs("e2e")[0]["status"] == "done" and len(led.evals("e2e")) == 2
+    assert list((run / "teachers").glob("*.pt"))
+    # a second run with the same teacher and data reuses the fine-tuned teacher
+    again = edgevit("distill", write_recipe(tmp_path, epochs=1), "--out", tmp_path / "runs" / "again")
+    assert again.returncode == 0 and "reusing fine-tuned weights" in again.stdout
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
+    recipe = write_recipe(tmp_path, epochs=4)
+    full = edgevit("distill", recipe, "--out", tmp_path / "runs" / "full")
+    assert full.returncode == 0, full.stderr[-2000:]
+    run = tmp_path / "runs" / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "edgevit.cli", "distill", str(recipe), "--out", str(run)],
+                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        metrics = run / "metrics.jsonl"
+        if metrics.exists() and '"stage": "student", "epoch": 2' in metrics.read_text():
+            time.sleep(0.3)  # into epoch 3
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (run / "student.pt").exists()
+    resumed = edgevit("distill", recipe, "--out", run, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = torch.load(tmp_path / "runs" / "full" / "student.pt", weights_only=True)["state_dict"]
+    b = torch.load(run / "student.pt", weights_only=True)["state_dict"]
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+DDP_SCRIPT = """
+import sys, torch
+from edgevit.config import AugConfig, OptimConfig
+from edgevit.data import build_datasets
+from edgevit.distill.engine import FitConfig, fit, init_distributed
+from edgevit.models.students import create_student, student_kwargs
+dist = init_distributed()
+ds = build_datasets({"spec": "digits", "img_size": 16}, AugConfig(hflip=0, auto_augment=None, mixup=0.8, cutmix=1.0))
+torch.manual_seed(dist.rank)  # different initial weights per rank: DDP must broadcast rank 0's
+model = create_student("deit_tiny_distilled_patch16_224", student_kwargs("deit_tiny_distilled_patch16_224", 10, 16, 4, 0.1,
+                       {"depth": 1, "embed_dim": 32, "num_heads": 2}))
+cfg = FitConfig(epochs=1, batch_size=32, workers=0, optim=OptimConfig(warmup_epochs=0), aug=ds.train.transform and
+                AugConfig(hflip=0, auto_augment=None), num_classes=10, seed=0)
+teacher = lambda x: x.mean(dim=(2, 3))[:, :1].repeat(1, 10) * torch.arange(10.0)
+fit(model, torch.utils.data.Subset(ds.train, range(256)), ds.val, cfg, distill=("hard", 0.5, 1.0), teacher=teacher, dist=dist)
+torch.save(model.state_dict(), f"{sys.argv[1]}/rank{dist.rank}.pt")
+"""
+
+
+def test_ddp_two_ranks_keep_identical_weights(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29533", str(script), str(tmp_path)], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    init = create_student("deit_tiny_distilled_patch16_224", student_kwargs("deit_tiny_distilled_patch16_224", 10, 16, 4,
+                          0.1, {"depth": 1, "embed_dim": 32, "num_heads": 2})).state_dict()
+    moved = 0
+    for k in r0:
+        assert torch.allclose(r0[k], r1[k], atol=1e-6), k
+        moved += int(not torch.equal(r0[k], init[k]))
+    assert moved > 0
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--student", "deit_tiny_distiled_patch16_224"], "unknown timm model 'deit_tiny_distiled_patch16_224'; did you mean deit_tiny_distilled_patch16_224"),
+    (["--teacher", "resnet181"], "unknown timm model 'resnet181'"),
+    (["--data", "/no/such/folder"], "dataset path /no/such/folder does not exist"),
+    (["--resume", "--out", "{tmp}/runs/none"], "no checkpoint at"),
+    (["--teacher-checkpoint", "{tmp}/junk.pt"], "is not a PyTorch checkpoint"),
+    (["--teacher-checkpoint", "{tmp}/wrong.pt"], "has shape"),
+    (["--teacher", "vit_tiny_patch16_224", "--teacher-checkpoint", "{tmp}/vit.pt"], "cannot take 16x16 inputs"),
+])
+def test_bad_input_is_one_line(tmp_path, args, message):
+    import timm
+
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    torch.save(timm.create_model("resnet18", num_classes=10).state_dict(), tmp_path / "wrong.pt")
+    torch.save(timm.create_model("vit_tiny_patch16_224", num_classes=10).state_dict(), tmp_path / "vit.pt")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "runs" / "bad")]
+    out = edgevit("distill", write_recipe(tmp_path, epochs=1), *args)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert message in out.stderr
+    assert not (tmp_path / "runs" / "bad" / "student.pt").exists()
