@@ -55,6 +55,9 @@ class TeacherConfig(_Strict):
     ensemble: Literal["logits", "probs"] = "logits"
     finetune_epochs: int = Field(10, ge=0)
     finetune_lr: float = Field(1e-3, gt=0)
+    finetune_aug: Literal["recipe", "light"] = Field(
+        "recipe", description="recipe: the student's augmentation, so the teacher's labels hold on what the "
+        "student sees; light: crops only")
     bf16: bool = True
 
     @field_validator("names", mode="before")

@@ -160,22 +160,28 @@ def test_ddp_two_ranks_keep_identical_weights(tmp_path):
     assert moved > 0
 
 
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    import timm
+
+    d = tmp_path_factory.mktemp("ckpt")
+    (d / "junk.pt").write_bytes(b"not a checkpoint")
+    torch.save(timm.create_model("resnet18", num_classes=10).state_dict(), d / "wrong.pt")  # teacher is resnet10t
+    torch.save(timm.create_model("vit_tiny_patch16_224", num_classes=10).state_dict(), d / "vit.pt")
+    return d
+
+
 @pytest.mark.parametrize("args,message", [
     (["--student", "deit_tiny_distiled_patch16_224"], "unknown timm model 'deit_tiny_distiled_patch16_224'; did you mean deit_tiny_distilled_patch16_224"),
     (["--teacher", "resnet181"], "unknown timm model 'resnet181'"),
     (["--data", "/no/such/folder"], "dataset path /no/such/folder does not exist"),
     (["--resume", "--out", "{tmp}/runs/none"], "no checkpoint at"),
-    (["--teacher-checkpoint", "{tmp}/junk.pt"], "is not a PyTorch checkpoint"),
-    (["--teacher-checkpoint", "{tmp}/wrong.pt"], "has shape"),
-    (["--teacher", "vit_tiny_patch16_224", "--teacher-checkpoint", "{tmp}/vit.pt"], "cannot take 16x16 inputs"),
+    (["--teacher-checkpoint", "{ckpt}/junk.pt"], "is not a PyTorch checkpoint"),
+    (["--teacher-checkpoint", "{ckpt}/wrong.pt"], "has shape"),
+    (["--teacher", "vit_tiny_patch16_224", "--teacher-checkpoint", "{ckpt}/vit.pt"], "cannot take 16x16 inputs"),
 ])
-def test_bad_input_is_one_line(tmp_path, args, message):
-    import timm
-
-    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    torch.save(timm.create_model("resnet18", num_classes=10).state_dict(), tmp_path / "wrong.pt")
-    torch.save(timm.create_model("vit_tiny_patch16_224", num_classes=10).state_dict(), tmp_path / "vit.pt")
-    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+def test_bad_input_is_one_line(tmp_path, checkpoints, args, message):
+    args = [a.replace("{ckpt}", str(checkpoints)).replace("{tmp}", str(tmp_path)) for a in args]
     if "--out" not in args:
         args += ["--out", str(tmp_path / "runs" / "bad")]
     out = edgevit("distill", write_recipe(tmp_path, epochs=1), *args)
@@ -183,3 +189,19 @@ def test_bad_input_is_one_line(tmp_path, args, message):
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert message in out.stderr
     assert not (tmp_path / "runs" / "bad" / "student.pt").exists()
+
+
+def test_teacher_cache_replays_rounds_exactly(tmp_path):
+    """A second student with the same teacher, data and augmentation reads every teacher output from
+    the cache (no teacher forward), and hard distillation then trains the very same weights."""
+    recipe = write_recipe(tmp_path, epochs=2, **{"distill.cache_teacher": True})
+    first = edgevit("distill", recipe, "--out", tmp_path / "runs" / "first")
+    second = edgevit("distill", recipe, "--out", tmp_path / "runs" / "second")
+    assert first.returncode == 0 and second.returncode == 0, (first.stderr + second.stderr)[-2000:]
+    s1 = json.loads((tmp_path / "runs" / "first" / "summary.json").read_text())["cache"]
+    s2 = json.loads((tmp_path / "runs" / "second" / "summary.json").read_text())["cache"]
+    assert s1["hits"] == 0 and s1["misses"] > 0
+    assert s2["misses"] == 0 and s2["hits"] == s1["misses"]
+    a = torch.load(tmp_path / "runs" / "first" / "student.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "runs" / "second" / "student.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -266,7 +266,7 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: FitConfig, *,
         loader = make_loader(data, cfg.batch_size, cfg.workers, rnd, dist)
         use_cache = cache is not None and dtype != "none" and cache.has(rnd)
         net.train()
-        t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+        t0, seen, loss_sum, correct, agree = time.perf_counter(), 0, 0.0, 0, 0
         task = progress(f"{label} epoch {epoch + 1}/{cfg.epochs}", len(loader)) if progress else None
         for b, (x, y) in enumerate(loader):
             x, y = x.to(device), y.to(device)
@@ -297,6 +297,9 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: FitConfig, *,
             scaler.update()
             scheduler.step_update(epoch * steps + b + 1)
             main_out = out[0] if isinstance(out, tuple) else out
+            if t_logits is not None:  # how often the teacher names the dominant class of the (mixed) image
+                dominant = target.argmax(-1) if target.ndim == 2 else target
+                agree += int((t_logits.argmax(-1) == dominant).sum())
             seen += len(y)
             loss_sum += loss.item() * len(y)
             correct += int((main_out.argmax(-1) == y).sum())
@@ -309,6 +312,8 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: FitConfig, *,
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum / max(seen, 1),
                "train_top1": 100.0 * correct / max(seen, 1), "train_img_s": seen * dist.world / train_s,
                "train_seconds": train_s}
+        if dtype != "none":
+            row["teacher_label_agreement"] = 100.0 * agree / max(seen, 1)
         if dist.main:
             row.update({f"val_{k}": v for k, v in evaluate(model, val_ds, device=device).items()})
             history.append(row)

@@ -75,6 +75,7 @@ def build_teacher(recipe: Recipe, data: Datasets, runs_root: Path, run_dir: Path
         key = T.teacher_key({"arch": arch, "source": source, "ckpt": T.file_hash(ckpt) if ckpt else None,
                              "data": recipe.data.spec, "img": recipe.data.img_size, "classes": data.classes,
                              "epochs": tc.finetune_epochs, "lr": tc.finetune_lr,
+                             "aug": recipe.aug.model_dump() if tc.finetune_aug == "recipe" else "light",
                              "student": kwargs if name == T.SELF else None})
         cached = T.find_cached_teacher(runs_root, key) if needs_training else None
         tdir = run_dir / "teachers"
@@ -88,12 +89,13 @@ def build_teacher(recipe: Recipe, data: Datasets, runs_root: Path, run_dir: Path
         if needs_training and tc.finetune_epochs > 0:
             if dist.main:
                 log(f"teacher {name}: fine-tuning {arch} on the training split for {tc.finetune_epochs} epochs")
-                light = recipe.aug.model_copy(update={"mixup": 0.0, "cutmix": 0.0, "auto_augment": None, "reprob": 0.0})
-                train = build_datasets(recipe.data, light, crop_pct=recipe.aug.crop_pct).train
+                aug = recipe.aug if tc.finetune_aug == "recipe" else recipe.aug.model_copy(
+                    update={"mixup": 0.0, "cutmix": 0.0, "auto_augment": None, "reprob": 0.0})
+                train = build_datasets(recipe.data, aug, crop_pct=recipe.aug.crop_pct).train
                 cfg = FitConfig(epochs=tc.finetune_epochs, batch_size=recipe.data.batch_size, workers=recipe.data.workers,
                                 optim=recipe.optim.model_copy(update={"lr": tc.finetune_lr, "warmup_epochs": 1,
                                                                       "min_lr": 1e-6}),
-                                aug=light, num_classes=data.num_classes, seed=0, lr_absolute=True)
+                                aug=aug, num_classes=data.num_classes, seed=0, lr_absolute=True)
                 fit(model, train, data.val, cfg, checkpoint=tdir / f"{key}.ckpt", resume=(tdir / f"{key}.ckpt").exists(),
                     metrics_path=metrics_path, progress=progress, label=f"teacher {name}")
                 tmp = tdir / f"{key}.pt.tmp"
