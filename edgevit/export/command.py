@@ -1,0 +1,102 @@
+"""`edgevit export RUN --target NAME`: export, verify in the target's runtime, print one table."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edgevit.config import Target, list_targets, load_target
+from edgevit.errors import EdgevitError
+from edgevit.paths import default_runs_dir
+
+PRECISION_CHOICES = ("fp32", "fp16", "bf16", "int8", "all")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="run name (under --runs) or run folder holding student.pt")
+    parser.add_argument("--target", "-t", required=True,
+                        help="target name or alias (e.g. jetson), a YAML path, a comma-separated list, or 'all'")
+    parser.add_argument("--precision", "-p", choices=PRECISION_CHOICES,
+                        help="default: the target's own; 'all': every precision the target offers")
+    parser.add_argument("--calibration", type=int, metavar="N", help="training images for INT8 calibration")
+    parser.add_argument("--scheme", choices=("static", "dynamic", "weight-only"),
+                        help="INT8 scheme instead of the target's (written to <precision>-<scheme>/)")
+    parser.add_argument("--dynamic-batch", action="store_true", default=None, help="dynamic batch axis (ONNX, OpenVINO)")
+    parser.add_argument("--verify-images", type=int, default=2000, metavar="N",
+                        help="validation images to verify on (default 2000; the whole split if smaller)")
+    parser.add_argument("--runs", type=Path, default=None, help="runs folder (default: $EDGEVIT_RUNS or ./runs)")
+    parser.add_argument("--no-ledger", action="store_true", help="do not record the export in the runs ledger")
+
+
+def resolve_run(run: str, runs: Path | None) -> Path:
+    """A run folder, or a run name inside the runs folder."""
+    path = Path(run)
+    if path.is_dir():
+        return path
+    root = runs or default_runs_dir()
+    if (root / run).is_dir():
+        return root / run
+    known = sorted(p.name for p in root.iterdir() if (p / "student.pt").exists()) if root.is_dir() else []
+    raise EdgevitError(f"no run '{run}' (not a folder, not in {root}; runs with a student: {', '.join(known) or 'none'})")
+
+
+def resolve_targets(spec: str) -> list[Target]:
+    if spec == "all":
+        found = [(name, t) for name, _, t in list_targets()]
+        bad = [f"{name}: {t}" for name, t in found if isinstance(t, str)]
+        if bad:
+            raise EdgevitError(f"invalid target file {bad[0]}")
+        return [t for _, t in found]
+    return [load_target(s.strip()) for s in spec.split(",") if s.strip()]
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgevit.export.pipeline import export_run
+
+    run_dir = resolve_run(args.run, args.runs)
+    targets = resolve_targets(args.target)
+    jobs = []
+    for t in targets:
+        if args.precision == "all":
+            jobs += [(t, p) for p in t.precisions]
+        elif args.precision and len(targets) > 1 and args.precision not in t.precisions:
+            print(f"skip {t.name}: it offers {', '.join(t.precisions)}, not {args.precision}", file=sys.stderr)
+        else:
+            jobs.append((t, args.precision or t.precision))
+    rows, failures = [], []
+    for t, precision in jobs:
+        print(f"exporting {run_dir.name} for {t.name} ({t.format}, {precision}) ...", file=sys.stderr, flush=True)
+        try:
+            result = export_run(run_dir, t, precision, calibration=args.calibration, ledger=not args.no_ledger,
+                                scheme=args.scheme, dynamic_batch=args.dynamic_batch,
+                                verify_images=args.verify_images)
+        except EdgevitError as exc:
+            if len(jobs) == 1:
+                raise
+            failures.append(f"{t.name}/{precision}: {exc}")
+            continue
+        rows.append((t.name, result))
+    if rows:
+        print(table(rows))
+        print(f"artifacts in {run_dir / 'exports'}")
+    for line in failures:
+        print(f"edgevit: error: {line}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def table(rows: list) -> str:
+    """target | precision | runtime | export s | size | agreement | max diff | top-1 (PyTorch) | check."""
+    head = ("target", "precision", "runtime", "export s", "size MB", "agree %", "max |diff|", "top-1 % (torch)", "check")
+    lines = []
+    for name, r in rows:
+        v = r.verification
+        lines.append((name, r.artifact.precision if r.artifact.directory.name == r.artifact.precision else r.artifact.directory.name,
+                      v.runtime or "-", f"{r.seconds:.1f}", f"{r.artifact.size_bytes() / 1e6:.2f}",
+                      "-" if v.agreement is None else f"{v.agreement:.2f}",
+                      "-" if v.max_abs_diff is None else f"{v.max_abs_diff:.2e}",
+                      ("-" if v.top1 is None else f"{v.top1:.2f}") + f" ({v.torch_top1:.2f})",
+                      "ok" if v.verified else ("not run here" if v.runtime is None else "FAILED")))
+    widths = [max(len(str(r[i])) for r in [head, *lines]) for i in range(len(head))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join(fmt.format(*r) for r in [head, *lines])

@@ -1,0 +1,71 @@
+"""OpenVINO IR (.xml/.bin) for Intel CPUs; INT8 by NNCF post-training quantization.
+
+The CPU plugin runs bf16 by default on AMX CPUs, so the precision an artifact is meant to run in
+is recorded in the manifest as INFERENCE_PRECISION_HINT and the runtime asks for it explicitly:
+fp32 -> f32, fp16 -> f16 (FP16-compressed weights), bf16 -> bf16 (FP16-compressed weights),
+int8 -> f32 for the ops NNCF leaves in float, so INT8 is measured alone.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgevit.config import Target
+from edgevit.errors import EdgevitError
+from edgevit.export.artifact import Artifact
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+TOOLS = ("openvino", "nncf")
+MODEL_FILE, WEIGHTS_FILE = "model.xml", "model.bin"
+INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
+
+
+def export(model: torch.nn.Module, sample: torch.Tensor, target: Target, precision: str,
+           calibration: np.ndarray | None, out_dir: Path, meta: dict[str, Any]) -> Artifact:
+    import openvino as ov
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        shape = [-1 if target.dynamic_batch else sample.shape[0], *sample.shape[1:]]
+        ov_model = ov.convert_model(model, example_input=sample, input=[shape])
+    ov_model.inputs[0].get_tensor().set_names({"input"})
+    ov_model.outputs[0].get_tensor().set_names({"logits"})
+    quant = None
+    if precision == "int8":
+        ov_model, quant = _quantize(ov_model, model, target, calibration)
+    ov.save_model(ov_model, str(out_dir / MODEL_FILE), compress_to_fp16=precision in ("fp16", "bf16"))
+    runtime = {"device": str(target.runtime.get("device", "CPU")),
+               "INFERENCE_PRECISION_HINT": str(target.runtime.get("inference_precision", INFERENCE_PRECISION[precision]))}
+    if "performance_hint" in target.runtime:
+        runtime["PERFORMANCE_HINT"] = str(target.runtime["performance_hint"]).upper()
+    return Artifact("openvino", precision, out_dir, [MODEL_FILE, WEIGHTS_FILE], list(sample.shape), {
+        "input_name": "input", "output_name": "logits",
+        "weights": "fp16" if precision in ("fp16", "bf16") else ("int8" if precision == "int8" else "fp32"),
+        "quantization": quant, "runtime": runtime,
+    })
+
+
+def _quantize(ov_model: Any, model: torch.nn.Module, target: Target, calibration: np.ndarray | None) -> tuple[Any, dict]:
+    """NNCF PTQ; transformer model type (keeps LayerNorm/Softmax/GELU in float) when the model has attention."""
+    import nncf
+
+    q = target.quantization
+    if q.scheme != "static":
+        raise EdgevitError(f"openvino INT8 is static post-training quantization with NNCF (target asks for {q.scheme})")
+    if calibration is None or not len(calibration):
+        raise EdgevitError("openvino INT8 needs calibration images (--calibration N, N >= 1)")
+    has_attention = any(name.endswith("attn") for name, _ in model.named_modules())
+    model_type = nncf.ModelType.TRANSFORMER if has_attention else None
+    batch = 1 if ov_model.inputs[0].get_partial_shape()[0].is_static else len(calibration)
+    data = nncf.Dataset([calibration[i:i + batch] for i in range(0, len(calibration), batch)])
+    options = dict(q.options)
+    preset = options.pop("preset", None)
+    quantized = nncf.quantize(ov_model, data, model_type=model_type, subset_size=len(calibration),
+                              preset=nncf.QuantizationPreset(preset) if preset else None, **options)
+    return quantized, {"scheme": "static", "tool": "nncf", "model_type": "transformer" if has_attention else "default",
+                       "subset_size": len(calibration)}

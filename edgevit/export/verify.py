@@ -1,0 +1,67 @@
+"""Check an artifact in its own runtime against PyTorch on validation images.
+
+Recorded: top-1 agreement with PyTorch (%), max abs logit difference, the runtime's top-1
+accuracy and PyTorch's. `verified` means it ran here and passed: >= 99% agreement for float
+precisions, top-1 within 1 point of PyTorch's for INT8. An artifact whose runtime cannot run
+here says so in `note` instead of pretending.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from edgevit.errors import EdgevitError
+from edgevit.export.artifact import Artifact
+from edgevit.runtimes import open_predictor, runtime_available
+
+MIN_AGREEMENT = 99.0  # % of validation top-1 that a float export must share with PyTorch
+MAX_INT8_DROP = 1.0  # top-1 points an INT8 export may lose against PyTorch
+
+
+@dataclass
+class Verification:
+    verified: bool
+    note: str
+    runtime: str | None = None
+    images: int = 0
+    agreement: float | None = None
+    max_abs_diff: float | None = None
+    top1: float | None = None
+    torch_top1: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def verify(artifact: Artifact, images: np.ndarray, labels: np.ndarray, reference: np.ndarray) -> Verification:
+    """Run `images` through the artifact and compare with PyTorch's `reference` logits."""
+    torch_top1 = round(float((reference.argmax(1) == labels).mean() * 100), 2)
+    ok, why = runtime_available(artifact.format)
+    if not ok:
+        return Verification(False, why, torch_top1=torch_top1)
+    predictor = open_predictor(artifact)
+    try:
+        out = predictor(images)
+    except EdgevitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the runtime rejecting the artifact is an export failure
+        raise EdgevitError(f"{artifact.format} artifact does not run in {predictor.runtime}: {str(exc).splitlines()[0][:300]}") from exc
+    finally:
+        predictor.close()
+    if out.shape != reference.shape:
+        raise EdgevitError(f"{predictor.runtime} returned shape {out.shape}, PyTorch {reference.shape}")
+    agreement = round(float((out.argmax(1) == reference.argmax(1)).mean() * 100), 2)
+    top1 = round(float((out.argmax(1) == labels).mean() * 100), 2)
+    diff = float(np.abs(out - reference).max())
+    if artifact.precision == "int8":
+        passed = top1 >= torch_top1 - MAX_INT8_DROP
+        rule = f"INT8 top-1 {top1:.2f}% vs PyTorch {torch_top1:.2f}% (allowed drop {MAX_INT8_DROP} pt)"
+    else:
+        passed = agreement >= MIN_AGREEMENT
+        rule = f"agreement {agreement:.2f}% (needs >= {MIN_AGREEMENT}%)"
+    note = f"{predictor.runtime} on {len(images)} val images: {rule}" + ("" if passed else " FAILED")
+    if artifact.format == "tensorrt":
+        note += f"; checks the ONNX the {artifact.precision} engine is built from (TensorRT runs on the device)"
+    return Verification(passed, note, predictor.runtime, len(images), agreement, diff, top1, torch_top1)
