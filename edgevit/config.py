@@ -118,7 +118,8 @@ class QuantConfig(_Strict):
     calibration_samples: int = Field(128, ge=1)
     per_channel: bool = True
     method: str | None = Field(None, description="calibration method, e.g. minmax | entropy | percentile")
-    options: dict[str, Any] = Field(default_factory=dict, description="passed to the quantizer as is")
+    options: dict[str, Any] = Field(default_factory=dict, description="format-specific quantizer options "
+                                    "(see each module in edgevit/export/)")
 
 
 class DeviceConfig(_Strict):

@@ -107,6 +107,32 @@ def test_openvino_records_and_uses_its_inference_precision(exported, precision: 
         assert "f32" in p.settings["INFERENCE_PRECISION_HINT"]
 
 
+def test_openvino_int8_tuned_options_verify_and_run_in_bf16(exported) -> None:
+    import nncf
+    import openvino as ov
+
+    from edgevit.export.openvino import _nncf_options
+
+    r = exported("openvino-cpu", "int8")  # the target's options: performance preset, SDPA + heads ignored
+    assert r.verification.verified, r.verification.note  # the INT8 rule: top-1 within MAX_INT8_DROP of PyTorch
+    q = r.artifact.manifest["quantization"]
+    assert q["options"]["preset"] == "performance" and "ScaledDotProductAttention" in q["options"]["ignored_types"]
+    ops = ov.Core().read_model(str(r.artifact.model_path)).get_ops()
+    feeds = {op.get_friendly_name(): {op.input_value(i).get_node().get_type_name() for i in range(op.get_input_size())}
+             for op in ops if op.get_type_name() in ("MatMul", "ScaledDotProductAttention")}
+    heads = [name for name in feeds if ".head" in name]
+    assert len(heads) == 2 and all("FakeQuantize" not in feeds[h] and "Constant" in feeds[h] for h in heads)  # float
+    assert not any("FakeQuantize" in f for name, f in feeds.items() if "scaled_dot_product" in name)
+    assert sum("FakeQuantize" in f for f in feeds.values()) == 8  # the blocks' qkv, proj, fc1, fc2 are INT8
+    with pytest.raises(EdgevitError, match=r"unknown openvino quantization option\(s\) presets \(allowed: preset,") as err:
+        _nncf_options(nncf, {"presets": "performance"})
+    assert "\n" not in str(err.value)
+    if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        pytest.skip("this CPU has no BF16: the int8 hint stays f32")
+    assert r.artifact.manifest["runtime"]["INFERENCE_PRECISION_HINT"] == "bf16"
+    assert "bf16" in open_predictor(r.artifact, threads=1).settings["INFERENCE_PRECISION_HINT"]
+
+
 def test_tflite_fp16_is_smaller_and_agrees(exported) -> None:
     fp32, fp16 = exported("tflite-mobile", "fp32"), exported("tflite-mobile", "fp16")
     assert fp16.verification.verified and fp16.verification.agreement >= 99.0

@@ -3,7 +3,12 @@
 The CPU plugin runs bf16 by default on AMX CPUs, so the precision an artifact is meant to run in
 is recorded in the manifest as INFERENCE_PRECISION_HINT and the runtime asks for it explicitly:
 fp32 -> f32, fp16 -> f16 (FP16-compressed weights), bf16 -> bf16 (FP16-compressed weights),
-int8 -> f32 for the ops NNCF leaves in float, so INT8 is measured alone.
+int8 -> bf16 for the ops NNCF leaves in float where the CPU has BF16 (f32 there costs more than
+INT8 saves on AMX), else f32.
+
+`quantization.options` for INT8 (all optional, YAML-able): preset (performance|mixed),
+ignored_types (OpenVINO op types, e.g. ScaledDotProductAttention), ignored_patterns (regexes on
+node names, e.g. the classifier heads), smooth_quant_alpha (SmoothQuant alpha for MatMuls; < 0 off).
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from edgevit.export.artifact import Artifact
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 TOOLS = ("openvino", "nncf")
 MODEL_FILE, WEIGHTS_FILE = "model.xml", "model.bin"
-INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
+INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}  # int8: bf16 if the CPU has it
+QUANT_OPTIONS = ("preset", "ignored_types", "ignored_patterns", "smooth_quant_alpha")
 
 
 def export(model: torch.nn.Module, sample: torch.Tensor, target: Target, precision: str,
@@ -39,8 +45,12 @@ def export(model: torch.nn.Module, sample: torch.Tensor, target: Target, precisi
     if precision == "int8":
         ov_model, quant = _quantize(ov_model, model, target, calibration)
     ov.save_model(ov_model, str(out_dir / MODEL_FILE), compress_to_fp16=precision in ("fp16", "bf16"))
-    runtime = {"device": str(target.runtime.get("device", "CPU")),
-               "INFERENCE_PRECISION_HINT": str(target.runtime.get("inference_precision", INFERENCE_PRECISION[precision]))}
+    device = str(target.runtime.get("device", "CPU"))
+    default_hint = INFERENCE_PRECISION[precision]
+    if precision == "int8" and "BF16" in _capabilities(ov.Core(), device):
+        default_hint = "bf16"
+    runtime = {"device": device,
+               "INFERENCE_PRECISION_HINT": str(target.runtime.get("inference_precision", default_hint))}
     if "performance_hint" in target.runtime:
         runtime["PERFORMANCE_HINT"] = str(target.runtime["performance_hint"]).upper()
     return Artifact("openvino", precision, out_dir, [MODEL_FILE, WEIGHTS_FILE], list(sample.shape), {
@@ -63,9 +73,36 @@ def _quantize(ov_model: Any, model: torch.nn.Module, target: Target, calibration
     model_type = nncf.ModelType.TRANSFORMER if has_attention else None
     batch = 1 if ov_model.inputs[0].get_partial_shape()[0].is_static else len(calibration)
     data = nncf.Dataset([calibration[i:i + batch] for i in range(0, len(calibration), batch)])
-    options = dict(q.options)
-    preset = options.pop("preset", None)
     quantized = nncf.quantize(ov_model, data, model_type=model_type, subset_size=len(calibration),
-                              preset=nncf.QuantizationPreset(preset) if preset else None, **options)
+                              **_nncf_options(nncf, q.options))
     return quantized, {"scheme": "static", "tool": "nncf", "model_type": "transformer" if has_attention else "default",
-                       "subset_size": len(calibration)}
+                       "subset_size": len(calibration), "options": dict(q.options)}
+
+
+def _nncf_options(nncf: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """quantization.options (YAML) -> nncf.quantize keyword arguments."""
+    unknown = sorted(set(options) - set(QUANT_OPTIONS))
+    if unknown:
+        raise EdgevitError(f"unknown openvino quantization option(s) {', '.join(unknown)} (allowed: {', '.join(QUANT_OPTIONS)})")
+    kwargs: dict[str, Any] = {}
+    if options.get("preset") is not None:
+        presets = [p.value for p in nncf.QuantizationPreset]
+        if str(options["preset"]).lower() not in presets:
+            raise EdgevitError(f"quantization preset must be one of {', '.join(presets)} (got {options['preset']!r})")
+        kwargs["preset"] = nncf.QuantizationPreset(str(options["preset"]).lower())
+    types, patterns = list(options.get("ignored_types") or []), list(options.get("ignored_patterns") or [])
+    if types or patterns:
+        kwargs["ignored_scope"] = nncf.IgnoredScope(types=types, patterns=patterns, validate=False)
+    if options.get("smooth_quant_alpha") is not None:
+        from nncf.quantization.advanced_parameters import AdvancedSmoothQuantParameters
+        alpha = float(options["smooth_quant_alpha"])  # the non-deprecated form of smooth_quant_alpha=alpha
+        kwargs["advanced_parameters"] = nncf.AdvancedQuantizationParameters(
+            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=alpha))
+    return kwargs
+
+
+def _capabilities(core: Any, device: str) -> list[str]:
+    try:
+        return list(core.get_property(device, "OPTIMIZATION_CAPABILITIES"))
+    except Exception:  # noqa: BLE001 -- a device without the property: assume no BF16
+        return []
