@@ -12,7 +12,6 @@ import pytest
 import torch
 import yaml
 
-from edgevit.config import AugConfig, OptimConfig
 from edgevit.data import build_datasets
 from edgevit.distill.losses import DistillationLoss
 from edgevit.models.students import create_student, load_student, student_kwargs
@@ -135,8 +134,8 @@ ds = build_datasets({"spec": "digits", "img_size": 16}, AugConfig(hflip=0, auto_
 torch.manual_seed(dist.rank)  # different initial weights per rank: DDP must broadcast rank 0's
 model = create_student("deit_tiny_distilled_patch16_224", student_kwargs("deit_tiny_distilled_patch16_224", 10, 16, 4, 0.1,
                        {"depth": 1, "embed_dim": 32, "num_heads": 2}))
-cfg = FitConfig(epochs=1, batch_size=32, workers=0, optim=OptimConfig(warmup_epochs=0), aug=ds.train.transform and
-                AugConfig(hflip=0, auto_augment=None), num_classes=10, seed=0)
+cfg = FitConfig(epochs=1, batch_size=32, workers=0, optim=OptimConfig(warmup_epochs=0),
+                aug=AugConfig(hflip=0, auto_augment=None), num_classes=10, seed=0)
 teacher = lambda x: x.mean(dim=(2, 3))[:, :1].repeat(1, 10) * torch.arange(10.0)
 fit(model, torch.utils.data.Subset(ds.train, range(256)), ds.val, cfg, distill=("hard", 0.5, 1.0), teacher=teacher, dist=dist)
 torch.save(model.state_dict(), f"{sys.argv[1]}/rank{dist.rank}.pt")

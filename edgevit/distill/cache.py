@@ -11,7 +11,6 @@ atomically: an interrupted round is simply recomputed.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -68,11 +67,3 @@ class TeacherCache:
         out = fill[:, None].expand(-1, self.c).clone()
         return out.scatter_(1, indices, values)
 
-
-def cache_rounds(epochs: int, rounds: int | None) -> int:
-    return max(1, min(epochs, rounds or epochs))
-
-
-def rounds_needed(epochs: int, rounds: int) -> int:
-    """How many times the teacher runs over the data: once per distinct round."""
-    return math.ceil(min(epochs, rounds))

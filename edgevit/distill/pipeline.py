@@ -21,7 +21,7 @@ from torch import nn
 from edgevit.config import Recipe
 from edgevit.data import Datasets, build_datasets
 from edgevit.distill.cache import TeacherCache
-from edgevit.distill.engine import DistInfo, FitConfig, evaluate, fit, init_distributed, save_checkpoint
+from edgevit.distill.engine import DistInfo, FitConfig, evaluate, fit, init_distributed
 from edgevit.errors import EdgevitError
 from edgevit.models import teachers as T
 from edgevit.models.students import check_model_name, create_student, save_student, student_kwargs
