@@ -61,7 +61,7 @@ def _run_dir(out: str | None, recipe_name: str, resume: bool) -> Path:
         path = Path(out)
         check_run_name(path.name)
         if resume:
-            if not (path / "checkpoint.pt").exists():
+            if not (path / "checkpoint.pt").exists() and not any(path.glob("teachers/*.ckpt")):
                 raise EdgevitError(f"--resume: no checkpoint at {path / 'checkpoint.pt'}; start the run without --resume")
             return path
         if (path / "student.pt").exists() or (path / "checkpoint.pt").exists():

@@ -159,7 +159,7 @@ def distill(recipe: Recipe, run_dir: Path, *, resume: bool = False, log: Log = p
 
     t_train = time.perf_counter()
     final = fit(student, data.train, data.val, cfg, distill=(d.type, d.alpha, d.tau), teacher=teacher, cache=cache,
-                checkpoint=ckpt, resume=resume, metrics_path=metrics_path, dist=dist, progress=progress,
+                checkpoint=ckpt, resume=resume and ckpt.exists(), metrics_path=metrics_path, dist=dist, progress=progress,
                 label="student", on_epoch=on_epoch if dist.main else None)
     summary: dict[str, Any] = {}
     if dist.main:
