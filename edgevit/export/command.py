@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dynamic-batch", action="store_true", default=None, help="dynamic batch axis (ONNX, OpenVINO)")
     parser.add_argument("--verify-images", type=int, default=2000, metavar="N",
                         help="validation images to verify on (default 2000; the whole split if smaller)")
-    parser.add_argument("--runs", type=Path, default=None, help="runs folder (default: $EDGEVIT_RUNS or ./runs)")
+    parser.add_argument("--runs-dir", "--runs", dest="runs", type=Path, default=None, help="runs folder (default: $EDGEVIT_RUNS or ./runs)")
     parser.add_argument("--no-ledger", action="store_true", help="do not record the export in the runs ledger")
 
 
