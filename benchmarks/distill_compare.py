@@ -54,9 +54,6 @@ def main() -> None:
             changes = dict(SETTINGS[setting], seed=seed)
             if changes.get("teacher.names") == "ENSEMBLE":
                 changes["teacher.names"] = [*base.teacher.names, a.second_teacher]
-            if setting == "self":
-                changes["teacher.finetune_epochs"] = base.epochs
-                changes["teacher.finetune_lr"] = base.optim.lr * base.data.batch_size / base.optim.lr_base_batch
             recipe = apply_overrides(base, changes)
             t0 = time.perf_counter()
             s = distill(recipe, Path(a.runs) / key.replace("/", "-"), log=lambda m: print(f"  [{key}] {m}", flush=True))

@@ -53,8 +53,9 @@ class TeacherConfig(_Strict):
     checkpoints: list[str] = Field(default_factory=list, description="one local checkpoint per name, or none")
     pretrained: bool = True
     ensemble: Literal["logits", "probs"] = "logits"
-    finetune_epochs: int = Field(10, ge=0)
-    finetune_lr: float = Field(1e-3, gt=0)
+    finetune_epochs: int = Field(10, ge=0, description="fine-tune of a teacher whose head does not fit the data; "
+                                 "`self` instead trains for the recipe's epochs with the student's optimizer")
+    finetune_lr: float = Field(1e-3, gt=0, description="absolute (not scaled by batch size)")
     finetune_aug: Literal["recipe", "light"] = Field(
         "recipe", description="recipe: the student's augmentation, so the teacher's labels hold on what the "
         "student sees; light: crops only")

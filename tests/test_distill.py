@@ -204,3 +204,24 @@ def test_teacher_cache_replays_rounds_exactly(tmp_path):
     a = torch.load(tmp_path / "runs" / "first" / "student.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "runs" / "second" / "student.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_self_teacher_is_the_student_trained_alone_with_the_next_seed(tmp_path):
+    """`--teacher self` trains the student's architecture with the student's own schedule (the
+    recipe's epochs and optimizer, not teacher.finetune_*): the teacher of seed S is exactly the
+    student that `--distillation none` trains with seed S+1. A second run reuses it."""
+    runs = tmp_path / "runs"
+    alone = edgevit("distill", write_recipe(tmp_path, epochs=2, seed=2, **{"distill.type": "none"}), "--out", runs / "alone")
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    recipe = write_recipe(tmp_path, epochs=2, seed=1, **{"teacher.names": ["self"]})
+    own = edgevit("distill", recipe, "--out", runs / "self")
+    assert own.returncode == 0, own.stderr[-2000:]
+    assert "teacher self: training deit_tiny_distilled_patch16_224 on the training split for 2 epochs" in own.stdout
+    assert "teacher self epoch 2/2" in own.stdout
+    teacher = torch.load(next((runs / "self" / "teachers").glob("*.pt")), weights_only=True)
+    student_alone = torch.load(runs / "alone" / "student.pt", weights_only=True)["state_dict"]
+    assert teacher.keys() == student_alone.keys()
+    for k in teacher:
+        assert torch.allclose(teacher[k], student_alone[k], atol=1e-5), k
+    again = edgevit("distill", recipe, "--out", runs / "self-again")
+    assert again.returncode == 0 and "reusing fine-tuned weights" in again.stdout

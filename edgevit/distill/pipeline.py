@@ -46,6 +46,21 @@ def _check_input(model: nn.Module, img_size: int, what: str) -> None:
                            f"change data.img_size (--img-size) or the model") from None
 
 
+def _teacher_schedule(recipe: Recipe, num_classes: int, self_teacher: bool) -> FitConfig:
+    """How a teacher is trained on the data. A `self` teacher is the student's architecture trained
+    from scratch, so it gets the student's own schedule (epochs, optimizer, warm-up, lr scaling) and
+    the next seed; other teachers are fine-tuned with teacher.finetune_* (absolute lr, 1 warm-up epoch)."""
+    tc = recipe.teacher
+    aug = recipe.aug if tc.finetune_aug == "recipe" else recipe.aug.model_copy(
+        update={"mixup": 0.0, "cutmix": 0.0, "auto_augment": None, "reprob": 0.0})
+    common = {"batch_size": recipe.data.batch_size, "workers": recipe.data.workers, "aug": aug, "num_classes": num_classes}
+    if self_teacher:
+        return FitConfig(epochs=recipe.epochs, optim=recipe.optim, seed=recipe.seed + 1, amp=recipe.amp,
+                         channels_last=recipe.channels_last, **common)
+    return FitConfig(epochs=tc.finetune_epochs, seed=0, lr_absolute=True, **common,
+                     optim=recipe.optim.model_copy(update={"lr": tc.finetune_lr, "warmup_epochs": 1, "min_lr": 1e-6}))
+
+
 def build_teacher(recipe: Recipe, data: Datasets, runs_root: Path, run_dir: Path, dist: DistInfo, log: Log,
                   progress: Any, metrics_path: Path) -> tuple[T.Teacher, list[dict[str, Any]]]:
     """Every teacher of the recipe, fine-tuned where its head does not fit (cached per key)."""
@@ -61,6 +76,7 @@ def build_teacher(recipe: Recipe, data: Datasets, runs_root: Path, run_dir: Path
         kwargs: dict[str, Any] = {}
         if name == T.SELF:
             _, kwargs = _student_build(recipe, data.num_classes)
+            torch.manual_seed(recipe.seed + 1)  # its own initial weights, not a copy of the student's
             model = create_student(arch, kwargs)
             source, needs_training = "self", True
         elif ckpt is None and tc.pretrained:
@@ -72,11 +88,14 @@ def build_teacher(recipe: Recipe, data: Datasets, runs_root: Path, run_dir: Path
         if ckpt is not None:
             needs_training, source = T.load_checkpoint_into(model, ckpt), f"checkpoint {ckpt}"
         _check_input(model, recipe.data.img_size, f"teacher {name}")
+        schedule = _teacher_schedule(recipe, data.num_classes, self_teacher=name == T.SELF and ckpt is None)
         key = T.teacher_key({"arch": arch, "source": source, "ckpt": T.file_hash(ckpt) if ckpt else None,
                              "data": recipe.data.spec, "img": recipe.data.img_size, "classes": data.classes,
-                             "epochs": tc.finetune_epochs, "lr": tc.finetune_lr,
+                             "epochs": schedule.epochs, "lr": tc.finetune_lr,
                              "aug": recipe.aug.model_dump() if tc.finetune_aug == "recipe" else "light",
-                             "student": kwargs if name == T.SELF else None})
+                             "student": kwargs if name == T.SELF else None,
+                             **({"self_schedule": [recipe.optim.model_dump(), recipe.seed, recipe.data.batch_size]}
+                                if name == T.SELF and ckpt is None else {})})
         cached = T.find_cached_teacher(runs_root, key) if needs_training else None
         tdir = run_dir / "teachers"
         tdir.mkdir(exist_ok=True)
@@ -86,18 +105,16 @@ def build_teacher(recipe: Recipe, data: Datasets, runs_root: Path, run_dir: Path
             needs_training = False
             if cached.parent != tdir:
                 (tdir / cached.name).write_bytes(cached.read_bytes())
-        if needs_training and tc.finetune_epochs > 0:
+        if needs_training and schedule.epochs > 0:
             if dist.main:
-                log(f"teacher {name}: fine-tuning {arch} on the training split for {tc.finetune_epochs} epochs")
-                aug = recipe.aug if tc.finetune_aug == "recipe" else recipe.aug.model_copy(
-                    update={"mixup": 0.0, "cutmix": 0.0, "auto_augment": None, "reprob": 0.0})
-                train = build_datasets(recipe.data, aug, crop_pct=recipe.aug.crop_pct).train
-                cfg = FitConfig(epochs=tc.finetune_epochs, batch_size=recipe.data.batch_size, workers=recipe.data.workers,
-                                optim=recipe.optim.model_copy(update={"lr": tc.finetune_lr, "warmup_epochs": 1,
-                                                                      "min_lr": 1e-6}),
-                                aug=aug, num_classes=data.num_classes, seed=0, lr_absolute=True)
-                fit(model, train, data.val, cfg, checkpoint=tdir / f"{key}.ckpt", resume=(tdir / f"{key}.ckpt").exists(),
-                    metrics_path=metrics_path, progress=progress, label=f"teacher {name}")
+                verb = "training" if name == T.SELF else "fine-tuning"
+                log(f"teacher {name}: {verb} {arch} on the training split for {schedule.epochs} epochs")
+                train = build_datasets(recipe.data, schedule.aug, crop_pct=recipe.aug.crop_pct).train
+                fit(model, train, data.val, schedule, checkpoint=tdir / f"{key}.ckpt",
+                    resume=(tdir / f"{key}.ckpt").exists(),
+                    metrics_path=metrics_path, progress=progress, label=f"teacher {name}",
+                    on_epoch=lambda e, r: log(f"teacher {name} epoch {e}/{schedule.epochs}: loss {r['train_loss']:.3f}"
+                                              f"  val top-1 {r['val_top1']:.2f}%  {r['train_img_s']:.0f} img/s"))
                 tmp = tdir / f"{key}.pt.tmp"
                 torch.save(model.state_dict(), tmp)
                 tmp.replace(tdir / f"{key}.pt")
