@@ -69,6 +69,14 @@ def test_onnx_is_opset17_with_one_layernorm_op_and_int8_is_qdq(exported) -> None
     assert fp32.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1  # static batch by default
     int8 = onnx.load(str(exported("onnx", "int8").artifact.model_path))
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in int8.graph.node}
+    # weight layers read dequantized inputs; attention's activation x activation MatMuls stay float
+    made_by = {o: n.op_type for n in int8.graph.node for o in n.output}
+    def quantized_inputs(n):
+        return sum(made_by.get(i) == "DequantizeLinear" for i in n.input)
+    attention = [n for n in int8.graph.node if n.op_type == "MatMul" and "attn" in n.name]
+    assert len(attention) == 4 and all(quantized_inputs(n) == 0 for n in attention)  # 2 blocks x (q.k, attn.v)
+    weights = [n for n in int8.graph.node if n.op_type in ("Gemm", "Conv", "MatMul") and n not in attention]
+    assert weights and all(quantized_inputs(n) >= 2 for n in weights)  # input and weight (and bias)
 
 
 def test_onnx_dynamic_batch(exported) -> None:
