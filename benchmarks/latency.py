@@ -62,7 +62,7 @@ def variants() -> list[Variant]:
     return [
         Variant("pytorch", "pytorch", "fp32", note="eager, inference_mode"),
         Variant("onnxruntime", "onnxruntime", "fp32", "onnx"),
-        Variant("onnxruntime", "onnxruntime", "int8", "onnx", note="static QDQ, per-channel"),
+        Variant("onnxruntime", "onnxruntime", "int8", "onnx", note="static QDQ, per-channel, attention in float"),
         Variant("openvino", "openvino", "fp32", "openvino-cpu", note="f32 inference precision"),
         Variant("openvino", "openvino", "bf16", "openvino-cpu", note="bf16 (AMX)"),
         Variant("openvino", "openvino", "int8", "openvino-cpu", quant_options={},
