@@ -88,14 +88,15 @@ def build_teacher(recipe: Recipe, data: Datasets, runs_root: Path, run_dir: Path
         if ckpt is not None:
             needs_training, source = T.load_checkpoint_into(model, ckpt), f"checkpoint {ckpt}"
         _check_input(model, recipe.data.img_size, f"teacher {name}")
-        schedule = _teacher_schedule(recipe, data.num_classes, self_teacher=name == T.SELF and ckpt is None)
+        self_from_scratch = name == T.SELF and ckpt is None
+        schedule = _teacher_schedule(recipe, data.num_classes, self_teacher=self_from_scratch)
         key = T.teacher_key({"arch": arch, "source": source, "ckpt": T.file_hash(ckpt) if ckpt else None,
                              "data": recipe.data.spec, "img": recipe.data.img_size, "classes": data.classes,
                              "epochs": schedule.epochs, "lr": tc.finetune_lr,
                              "aug": recipe.aug.model_dump() if tc.finetune_aug == "recipe" else "light",
                              "student": kwargs if name == T.SELF else None,
                              **({"self_schedule": [recipe.optim.model_dump(), recipe.seed, recipe.data.batch_size]}
-                                if name == T.SELF and ckpt is None else {})})
+                                if self_from_scratch else {})})
         cached = T.find_cached_teacher(runs_root, key) if needs_training else None
         tdir = run_dir / "teachers"
         tdir.mkdir(exist_ok=True)
