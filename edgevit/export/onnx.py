@@ -31,7 +31,9 @@ def activation_matmuls(model: onnx.ModelProto) -> list[str]:
     """MatMul nodes with no constant input: attention's q.k^T and attn.v, not the weight layers.
 
     Static INT8 of these hurts ViTs most for little speed (DeiT-Ti/224, benchmarks/latency.py: top-1
-    agreement with FP32 11.7 % with them quantized, 89-95 % without, and 1.5x instead of 1.3x faster)."""
+    agreement with FP32 11.7 % with them quantized, 89-95 % without, and 1.5x instead of 1.3x faster).
+    onnxruntime's own `MatMulConstBOnly` option would say this, but its QDQ quantizer ignores it (1.31.1:
+    all 24 attention MatMuls of DeiT-Ti still got Q/DQ), so the nodes are excluded by name."""
     g = model.graph
     constants = {i.name for i in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
     return [n.name for n in g.node if n.op_type == "MatMul" and not any(i in constants for i in n.input)]
