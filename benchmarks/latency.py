@@ -111,7 +111,7 @@ def export_variant(v: Variant, model: Any, calib: np.ndarray, out: Path, fresh: 
     import torch
 
     from edgevit.config import load_target
-    from edgevit.export.artifact import MANIFEST
+    from edgevit.artifact import MANIFEST
     from edgevit.export.registry import format_module
 
     folder = out / f"{v.runtime}-{v.precision}"
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             folder = folders[key]
             size = None
             if folder is not None:
-                from edgevit.export.artifact import Artifact
+                from edgevit.artifact import Artifact
 
                 size = round(Artifact.load(folder).size_bytes() / 1e6, 2)
             results["rows"].append({"threads": t, "runtime": v.runtime, "precision": v.precision, "note": v.note,

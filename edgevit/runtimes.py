@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgevit.errors import EdgevitError
-from edgevit.export.artifact import MANIFEST, Artifact
+from edgevit.artifact import MANIFEST, Artifact
 
 # format -> (runtime name, python module it needs)
 RUNTIMES: dict[str, tuple[str, str]] = {

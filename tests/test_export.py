@@ -17,7 +17,7 @@ import pytest
 
 from edgevit.cli import main
 from edgevit.errors import EdgevitError
-from edgevit.export.artifact import Artifact
+from edgevit.artifact import Artifact
 from edgevit.export.pipeline import ExportResult, export_run
 from edgevit.runs import Ledger
 from edgevit.runtimes import open_predictor, runtime_available

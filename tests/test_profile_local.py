@@ -51,7 +51,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         export_run(run, target, precision=precision, ledger=True)
     # A Jetson artifact is an ONNX file that trtexec builds into an engine on the device: the
     # ONNX export relabelled stands in for it (the TensorRT exporter is not needed to test profiling).
-    from edgevit.export.artifact import Artifact
+    from edgevit.artifact import Artifact
 
     src = Artifact.load(run / "exports" / "onnx" / "fp32")
     dst = run / "exports" / "jetson-orin" / "fp16"

@@ -18,7 +18,7 @@ import torch
 
 from edgevit.config import Target
 from edgevit.errors import EdgevitError
-from edgevit.export.artifact import Artifact
+from edgevit.artifact import Artifact
 
 PRECISIONS = ("fp32", "fp16", "int8")
 TOOLS = ("coremltools",)

@@ -16,7 +16,7 @@ import torch
 
 from edgevit.config import Target
 from edgevit.errors import EdgevitError
-from edgevit.export.artifact import Artifact
+from edgevit.artifact import Artifact
 
 PRECISIONS = ("fp32", "int8")
 TOOLS = ("torch", "onnx", "onnxruntime")

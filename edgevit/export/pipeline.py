@@ -24,7 +24,7 @@ import torch
 
 from edgevit.config import Target, load_target
 from edgevit.errors import EdgevitError
-from edgevit.export.artifact import Artifact
+from edgevit.artifact import Artifact
 from edgevit.export.registry import format_module
 from edgevit.export.verify import Verification, verify
 from edgevit.models.students import STUDENT_FILE, load_student

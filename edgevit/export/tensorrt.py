@@ -27,7 +27,7 @@ import torch
 
 from edgevit.config import Target
 from edgevit.errors import EdgevitError
-from edgevit.export.artifact import Artifact
+from edgevit.artifact import Artifact
 from edgevit.export.onnx import INPUT, OUTPUT, to_onnx
 
 PRECISIONS = ("fp32", "fp16", "int8")

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from edgevit.errors import EdgevitError
-from edgevit.export.artifact import Artifact
+from edgevit.artifact import Artifact
 from edgevit.runtimes import open_predictor, runtime_available
 
 MIN_AGREEMENT = 99.0  # % of validation top-1 that a float export must share with PyTorch

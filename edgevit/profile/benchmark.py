@@ -85,7 +85,7 @@ def _export(run_dir: Path, target: Any, precision: str, args: argparse.Namespace
 
 
 def _size_mb(folder: Path) -> float | None:
-    from edgevit.export.artifact import Artifact
+    from edgevit.artifact import Artifact
 
     try:
         return round(Artifact.load(folder).size_bytes() / 1e6, 2)

@@ -150,7 +150,7 @@ def profile_artifact(artifact: Any, *, threads: int | None = None, batch: int | 
                      iterations: int = DEFAULT_ITERATIONS, warmup: int = DEFAULT_WARMUP,
                      options: dict[str, Any] | None = None) -> ProfileResult:
     """Profile an exported Artifact (or its folder) in its own runtime on this machine."""
-    from edgevit.export.artifact import Artifact
+    from edgevit.artifact import Artifact
 
     if not isinstance(artifact, Artifact):
         artifact = load_artifact(artifact)
@@ -174,7 +174,7 @@ def profile_artifact(artifact: Any, *, threads: int | None = None, batch: int | 
 
 
 def load_artifact(directory: str | Path) -> Any:
-    from edgevit.export.artifact import MANIFEST, Artifact
+    from edgevit.artifact import MANIFEST, Artifact
 
     directory = Path(directory)
     if not (directory / MANIFEST).is_file():
