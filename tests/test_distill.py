@@ -14,7 +14,8 @@ import yaml
 
 from edgevit.data import build_datasets
 from edgevit.distill.losses import DistillationLoss
-from edgevit.models.students import create_student, load_student, student_kwargs
+from edgevit.models.checkpoint import load_student
+from edgevit.models.students import create_student, student_kwargs
 from edgevit.runs import Ledger
 
 ROOT = Path(__file__).resolve().parents[1]

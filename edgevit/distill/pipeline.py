@@ -24,7 +24,8 @@ from edgevit.distill.cache import TeacherCache
 from edgevit.distill.engine import DistInfo, FitConfig, evaluate, fit, init_distributed
 from edgevit.errors import EdgevitError
 from edgevit.models import teachers as T
-from edgevit.models.students import check_model_name, create_student, save_student, student_kwargs
+from edgevit.models.checkpoint import save_student
+from edgevit.models.students import check_model_name, create_student, student_kwargs
 from edgevit.runs import Ledger
 
 Log = Callable[[str], None]
