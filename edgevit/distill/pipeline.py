@@ -143,7 +143,7 @@ def distill(recipe: Recipe, run_dir: Path, *, resume: bool = False, log: Log = p
     metrics_path = run_dir / "metrics.jsonl"
     if dist.main:
         (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
-        ledger.record_run(run_dir.name, stage="distill", status="running", path=str(run_dir),
+        ledger.record_run(run_dir.name, kind="distill", status="running", path=str(run_dir),
                           recipe=recipe.model_dump(mode="json"))
     data = build_datasets(recipe.data, recipe.aug)
     torch.manual_seed(recipe.seed)  # the student's initial weights follow the recipe's seed
@@ -191,7 +191,7 @@ def distill(recipe: Recipe, run_dir: Path, *, resume: bool = False, log: Log = p
                    "val_top1_dist": final.get("val_top1_dist"), "train_seconds": time.perf_counter() - t_train,
                    "wall_seconds": time.perf_counter() - t_start, "params_m": sum(p.numel() for p in student.parameters()) / 1e6,
                    "cache": {"hits": cache.hits, "misses": cache.misses} if cache else None}
-        ledger.record_run(run_dir.name, stage="distill", status="done", path=str(run_dir), summary=summary)
+        ledger.record_run(run_dir.name, kind="distill", status="done", path=str(run_dir), summary=summary)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     dist.barrier()
     return summary
