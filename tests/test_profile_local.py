@@ -28,7 +28,8 @@ def make_run(root: Path, name: str = "tiny") -> Path:
     """A run folder with a tiny DeiT student trained for zero steps (random weights are enough to time)."""
     import torch
 
-    from edgevit.models.students import create_student, save_student
+    from edgevit.models.checkpoint import save_student
+    from edgevit.models.students import create_student
 
     torch.manual_seed(0)
     model = create_student("deit_tiny_distilled_patch16_224", dict(TINY, drop_path_rate=0.0)).eval()

@@ -27,7 +27,7 @@ from edgevit.errors import EdgevitError
 from edgevit.artifact import Artifact
 from edgevit.export.registry import format_module
 from edgevit.export.verify import Verification, verify
-from edgevit.models.students import STUDENT_FILE, load_student
+from edgevit.models.checkpoint import STUDENT_FILE, load_student
 
 EXPORTS_DIR = "exports"
 # What converters say when they reject an op; the first group is the op's name.

@@ -117,7 +117,7 @@ def profile_one(run_dir: Path, target_name: str, precision: str | None, args: ar
     if target_name == BASELINE:
         if url != "local":
             raise EdgevitError("the PyTorch baseline is profiled here only (drop --device)")
-        from edgevit.models.students import STUDENT_FILE
+        from edgevit.models.checkpoint import STUDENT_FILE
 
         return runners.profile_student(run_dir / STUDENT_FILE, batch=args.batch or 1, **kw), None
     from edgevit.config import load_target
