@@ -68,12 +68,25 @@ def resolve_recipe(a: argparse.Namespace) -> Recipe:
 
 
 def resume_recipe(a: argparse.Namespace, run_dir: Path) -> Recipe:
-    """--resume continues with the run's own resolved recipe; other training flags would change it."""
-    given = sorted(k for k, v in _overrides(a).items() if v is not None)
-    if given or a.recipe:
-        raise EdgevitError(f"--resume continues {run_dir} with its own recipe ({run_dir / 'recipe.yaml'}); drop "
-                           f"{'the recipe argument' if a.recipe else 'the flags ' + ', '.join(given)}")
-    return load_recipe(str(run_dir / "recipe.yaml"))[0]
+    """--resume continues with the run's own resolved recipe. The same command again is fine; a recipe
+    or flags that would change it are refused (they would make the resumed run another run)."""
+    saved = load_recipe(str(run_dir / "recipe.yaml"))[0]
+    if not a.recipe and not any(v is not None for v in _overrides(a).values()):
+        return saved
+    asked = resolve_recipe(a) if a.recipe else apply_overrides(saved, _overrides(a))
+    old, new = _flat(saved.model_dump(mode="json")), _flat(asked.model_dump(mode="json"))
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if changed:
+        raise EdgevitError(f"--resume continues {run_dir} with its own recipe ({run_dir / 'recipe.yaml'}), but "
+                           f"this command changes {', '.join(changed[:4])}; drop those flags or start a new run")
+    return saved
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
 
 
 def _run_dir(out: str | None, recipe_name: str, resume: bool) -> Path:

@@ -155,7 +155,8 @@ def _train_teacher(model: nn.Module, name: str, key: str, schedule: TrainConfig,
         return
     if dist.main:
         verb = "training" if name == T.SELF else "fine-tuning"
-        log(f"teacher {name}: {verb} {type(model).__name__} on the training split for {schedule.epochs} epochs")
+        arch = recipe.student.name if name == T.SELF else name
+        log(f"teacher {name}: {verb} {arch} on the training split for {schedule.epochs} epochs")
         train = build_datasets(recipe.data, schedule.aug, crop_pct=recipe.aug.crop_pct).train
 
         class EpochLog(Hooks):

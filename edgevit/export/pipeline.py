@@ -133,9 +133,14 @@ class RunInputs:
         if len(idx) > verify_images:
             idx = np.sort(np.random.default_rng(0).permutation(len(ds.val))[:verify_images])
         val_x, val_y = _images(ds.val, idx)
-        with torch.inference_mode():
-            reference = np.concatenate([model(torch.from_numpy(val_x[i:i + 256])).numpy()
-                                        for i in range(0, len(val_x), 256)])
+        try:
+            with torch.inference_mode():
+                reference = np.concatenate([model(torch.from_numpy(val_x[i:i + 256])).numpy()
+                                            for i in range(0, len(val_x), 256)])
+        except Exception as exc:  # noqa: BLE001 - shape errors come in many types
+            raise EdgevitError(f"the student of {run_dir.name} cannot take {size}x{size} inputs "
+                               f"({str(exc).splitlines()[0][:120]}); drop the target's input_size or set it to "
+                               f"{meta['img_size']}") from None
         return cls(run_dir, model, meta, size, val_x, val_y, reference, ds.train)
 
     def calibration(self, n: int) -> np.ndarray:

@@ -105,7 +105,7 @@ def _quantize(src: Path, dst: Path, target: Target, calibration: np.ndarray | No
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         raise RuntimeError(f"ModelOpt INT8 quantization failed: {lines[-1] if lines else proc.returncode}")
     return {"scheme": "static", "tool": "nvidia-modelopt", "format": "QDQ (TensorRT explicit quantization)",
-            "method": method, "calibration_images": len(calibration)}
+            "calibration_method": method, "calibration_images": len(calibration)}
 
 
 def _modelopt_int8(src: str, dst: str, calibration: str, method: str, options: dict[str, Any]) -> None:
