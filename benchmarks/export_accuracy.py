@@ -41,7 +41,8 @@ def train(run_dir: Path, name: str, extra: dict, steps: int, batch: int, lr: flo
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
     from edgevit.data import build_datasets
-    from edgevit.models.students import create_student, save_student, student_kwargs
+    from edgevit.models.checkpoint import save_student
+    from edgevit.models.students import create_student, student_kwargs
 
     data = {"spec": "digits", "img_size": 32, "batch_size": batch, "workers": 0}
     ds = build_datasets(data, None, crop_pct=1.0)

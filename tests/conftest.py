@@ -24,7 +24,8 @@ def train_tiny_student(run_dir: Path, name: str = "deit_tiny_distilled_patch16_2
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
     from edgevit.data import build_datasets
-    from edgevit.models.students import create_student, save_student, student_kwargs
+    from edgevit.models.checkpoint import save_student
+    from edgevit.models.students import create_student, student_kwargs
 
     extra = dict(TINY_DEIT if extra is None else extra)
     data = {"spec": "digits", "img_size": img_size, "batch_size": 64, "workers": 0}

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from edgevit.export.pipeline import export_run
-from edgevit.models.students import create_student, save_student, student_kwargs
+from edgevit.models.checkpoint import save_student
+from edgevit.models.students import create_student, student_kwargs
 
 FAMILIES = ["pvt_v2_b0", "convmixer_256_8_ks5_p2"]
 

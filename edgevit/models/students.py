@@ -10,8 +10,6 @@ mean of the two heads, as DeiT does at inference. So an exported student is one 
 from __future__ import annotations
 
 import difflib
-import hashlib
-from pathlib import Path
 from typing import Any
 
 import timm
@@ -21,9 +19,6 @@ from timm.models.convmixer import ConvMixer
 from torch import nn
 
 from edgevit.errors import EdgevitError
-
-STUDENT_FILE = "student.pt"
-
 
 @register_model
 def convmixer_256_8_ks5_p2(pretrained: bool = False, **kwargs: Any) -> ConvMixer:
@@ -105,40 +100,14 @@ def create_student(name: str, kwargs: dict[str, Any]) -> nn.Module:
     return DistilledHeadStudent(model, kwargs["num_classes"])
 
 
-def save_student(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
-    """Write the deployable student atomically: weights plus what export needs to rebuild it."""
-    state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"state_dict": state, **meta}, tmp)
-    tmp.replace(path)
+def count_macs(model: nn.Module, img_size: int) -> int:
+    """Multiply-accumulates of one image's forward at inference (torch's FLOP counter / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
 
-
-def load_student(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a student saved by `save_student` (weights_only: it may come from anyone).
-
-    Returns the model in eval mode and its metadata: model_name, create_kwargs, class_names,
-    img_size, mean, std, sha256.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / STUDENT_FILE
-    if not path.exists():
-        raise EdgevitError(f"{path} does not exist: run `edgevit distill` first or pass a run folder that has {STUDENT_FILE}")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a student file"
-        raise EdgevitError(f"{path} is not an edgevit student checkpoint ({type(exc).__name__})") from None
-    if not isinstance(blob, dict) or "state_dict" not in blob or "model_name" not in blob:
-        raise EdgevitError(f"{path} is not an edgevit student checkpoint (no model_name/state_dict)")
-    model = create_student(blob["model_name"], dict(blob["create_kwargs"]))
-    try:
-        model.load_state_dict(blob["state_dict"])
-    except RuntimeError as exc:
-        raise EdgevitError(f"{path}: weights do not fit {blob['model_name']}: {str(exc).splitlines()[1].strip()}") from None
-    meta = {k: v for k, v in blob.items() if k != "state_dict"}
-    meta["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return model.eval(), meta
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
+    was = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(torch.zeros(1, 3, img_size, img_size, device=next(model.parameters()).device))
+    model.train(was)
+    return counter.get_total_flops() // 2

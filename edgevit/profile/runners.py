@@ -125,7 +125,7 @@ def profile_torch(model: Any, input_shape: list[int], *, threads: int | None = N
 
 def profile_student(student_file: str | Path, **kw: Any) -> ProfileResult:
     """Load a run's student.pt and profile it in PyTorch eager FP32."""
-    from edgevit.models.students import load_student
+    from edgevit.models.checkpoint import load_student
 
     model, meta = load_student(student_file)
     size = int(meta.get("img_size") or 224)

@@ -9,7 +9,6 @@ it. Everything is written under temporary names and renamed into place at the en
 
 from __future__ import annotations
 
-import importlib.resources
 import os
 import re
 import shutil
@@ -19,6 +18,7 @@ from typing import Any
 
 import edgevit
 from edgevit.errors import EdgevitError
+from edgevit.paths import shipped
 
 NOTEBOOKS = ("accuracy_latency_report", "distillation_study")
 PARAMETERS_TAG = "parameters"
@@ -39,19 +39,15 @@ _TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 
 
 def notebook_source(name: str) -> str:
-    """The notebook's JSON: a shipped one by name (from the source checkout's notebooks/ when there is
-    one, else the package data), or any .ipynb file by path."""
+    """The notebook's JSON: a shipped one by name (package data, edgevit/notebooks), or any .ipynb by path."""
     if name.endswith(".ipynb") and Path(name).is_file():
         return Path(name).read_text()
     if name not in NOTEBOOKS:
         raise EdgevitError(f"unknown notebook {name!r}: choose one of {', '.join(NOTEBOOKS)} (or a .ipynb path)")
-    checkout = Path(edgevit.__file__).resolve().parents[1]
-    if (checkout / "pyproject.toml").is_file() and (checkout / "notebooks" / f"{name}.ipynb").is_file():
-        return (checkout / "notebooks" / f"{name}.ipynb").read_text()
-    try:
-        return (importlib.resources.files("edgevit.notebooks") / f"{name}.ipynb").read_text()
-    except (ModuleNotFoundError, FileNotFoundError) as e:
-        raise EdgevitError(f"notebook {name}.ipynb is not installed with edgevit ({e}); reinstall edgevit") from None
+    path = shipped("notebooks") / f"{name}.ipynb"
+    if not path.is_file():
+        raise EdgevitError(f"notebook {path} is not installed with edgevit: reinstall edgevit")
+    return path.read_text()
 
 
 def inject_parameters(nb: Any, params: dict[str, Any]) -> Any:

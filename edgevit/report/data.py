@@ -1,28 +1,23 @@
 """The runs ledger as pandas frames, and the tables the reports show.
 
-Reports read only the ledger (``runs/ledger.sqlite``), opened read-only so a report never migrates
-or locks it. :func:`read_ledger` is the one place that knows older ledgers: schema v1 (``stage``
-instead of ``kind``, no ``parent``/``reason``/``scheme``/``method``/``export_id``, eval metrics
-without prefixes) comes out with the v2 column names, so everything below is written for v2 only.
+Reports read only the ledger (``runs/ledger.sqlite``) through :class:`edgevit.runs.Ledger`, which
+checks the file and brings an older ledger to the current schema, so everything here is written for
+schema v2. A runs folder without a ledger gives empty frames (a report never creates a ledger).
 No torch here: a report runs where only pandas and matplotlib are installed.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from edgevit.errors import EdgevitError
+from edgevit.runs import LEDGER_FILE, SCHEMA_VERSION, Ledger
 
-LEDGER_FILE = "ledger.sqlite"  # edgevit.runs.LEDGER_FILE, repeated so this module does not import it
 BASELINE = "pytorch"  # the format (and target name) of the PyTorch eager FP32 baseline's profile rows
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 SETTINGS = ("none", "hard", "soft", "self", "ensemble")  # the distillation study's settings, in order
 
 COLUMNS: dict[str, list[str]] = {
@@ -39,7 +34,7 @@ _JSON = {"recipe", "summary", "metrics", "extra"}
 
 @dataclass
 class LedgerData:
-    """The four ledger tables (v2 columns) and why they may be empty."""
+    """The four ledger tables and why they may be empty."""
 
     path: Path
     runs: pd.DataFrame
@@ -47,7 +42,7 @@ class LedgerData:
     exports: pd.DataFrame
     profiles: pd.DataFrame
     version: int | None = None
-    problem: str | None = None  # "no ledger at ...", "the ledger has no runs yet"
+    problem: str | None = None  # "No runs ledger at ...", "... has no runs yet"
 
     @property
     def empty(self) -> bool:
@@ -58,72 +53,29 @@ class LedgerData:
 def read_ledger(runs_dir: str | Path) -> LedgerData:
     """Every row of ``runs_dir/ledger.sqlite``; a missing or empty ledger gives empty frames and a `problem`."""
     path = Path(runs_dir) / LEDGER_FILE
-    frames = {t: pd.DataFrame(columns=c) for t, c in COLUMNS.items()}
     if not path.is_file() or path.stat().st_size == 0:
+        frames = {t: pd.DataFrame(columns=c) for t, c in COLUMNS.items()}
         return LedgerData(path, **frames, problem=f"No runs ledger at {path}: nothing has been recorded in this "
                           "runs folder yet (run `edgevit distill` first)")
-    with open(path, "rb") as f:
-        if f.read(16) != b"SQLite format 3\x00":
-            raise EdgevitError(f"{path} is not an SQLite database: point --runs at a runs folder made by edgevit")
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
-        try:
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            version = None
-            if "meta" in tables:
-                row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                version = int(row[0]) if row else None
-            for table in COLUMNS:
-                if table in tables:
-                    frames[table] = pd.read_sql_query(f"SELECT * FROM {table} ORDER BY id", conn)
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as e:
-        raise EdgevitError(f"cannot read the runs ledger {path}: {e}; check it is a readable SQLite file") from e
-    data = LedgerData(path, **{t: _normalise(t, f) for t, f in frames.items()}, version=version)
+    led = Ledger(runs_dir)  # a damaged file is one EdgevitError line here
+    rows = {"runs": led.runs(), "evals": led.evals(), "exports": led.exports(), "profiles": led.profiles()}
+    data = LedgerData(path, **{t: _frame(t, r) for t, r in rows.items()}, version=SCHEMA_VERSION)  # Ledger() migrated it
     if data.empty:
         data.problem = f"The runs ledger {path} has no runs yet (run `edgevit distill` first)"
     return data
 
 
-def _loads(value: Any) -> dict:
-    if isinstance(value, dict):
-        return value
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return {}
-    try:
-        out = json.loads(value)
-    except (TypeError, ValueError):
-        return {}
-    return out if isinstance(out, dict) else {}
-
-
-def _normalise(table: str, df: pd.DataFrame) -> pd.DataFrame:
-    """v2 column names and types for any schema version (the one place that knows v1)."""
-    df = df.rename(columns={"stage": "kind"}) if "kind" not in df.columns else df
-    for col in COLUMNS[table]:
-        if col not in df.columns:
-            df[col] = None
+def _frame(table: str, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows as a frame with every column of the table; JSON columns as dicts ({} for NULL)."""
+    df = pd.DataFrame(rows, columns=COLUMNS[table])
     for col in _JSON & set(df.columns):
-        df[col] = df[col].map(_loads)
-    if table == "exports" and len(df):
-        split = df["precision"].map(_split_precision)  # v1 wrote a non-default scheme as "int8-dynamic"
-        df["precision"] = split.str[0]
-        df["scheme"] = [s if _has(s) else p[1] for s, p in zip(df["scheme"], split)]
-    if table == "profiles" and len(df):
-        df["precision"] = df["precision"].map(lambda p: _split_precision(p)[0])
+        df[col] = df[col].map(lambda v: v if isinstance(v, dict) else {})
     return df
 
 
 def _has(value: Any) -> bool:
     """Not None and not NaN: pandas gives either for an SQL NULL, depending on the column."""
     return value is not None and not (isinstance(value, float) and math.isnan(value))
-
-
-def _split_precision(value: Any) -> tuple[Any, Any]:
-    text = str(value or "")
-    head, _, tail = text.partition("-")
-    return (head, tail or None) if head in PRECISIONS else (value, None)
 
 
 # ------------------------------------------------------------------------------------ runs
@@ -208,27 +160,11 @@ def _latest(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return df.assign(_k=key).drop_duplicates("_k", keep="last").drop(columns="_k")
 
 
-def _export_of(profile: pd.Series, exports: pd.DataFrame) -> Any:
-    """The export a profile timed: its export_id (v2), else the artifact folder it names, else the
-    newest export of the same run, target and precision recorded before it."""
-    if _has(profile["export_id"]):
-        return int(profile["export_id"])
-    same = exports[(exports["run"] == profile["run"]) & (exports["target"] == profile["target"])]
-    artifact = (profile["extra"] or {}).get("artifact")
-    by_path = same[same["path"].map(str) == str(artifact)] if artifact else same.iloc[0:0]
-    if by_path.empty:
-        by_path = same[same["precision"] == profile["precision"]]
-    before = by_path[by_path["created"].map(str) <= str(profile["created"])]
-    pick = before if len(before) else by_path
-    return int(pick.iloc[-1]["id"]) if len(pick) else None
-
-
 def profiles_linked(data: LedgerData) -> pd.DataFrame:
-    """Profiles with export_id filled in (where it can be found) and a `baseline` flag."""
+    """Profiles with a `baseline` flag (PyTorch, no export) and the benchmark's pick and reason."""
     p = data.profiles.copy()
     if p.empty:
         return p.assign(baseline=pd.Series(dtype=bool))
-    p["export_id"] = [_export_of(row, data.exports) for _, row in p.iterrows()]
     p["baseline"] = [not _has(e) and BASELINE in (f, t) for e, f, t in zip(p["export_id"], p["format"], p["target"])]
     p["pick"] = p["extra"].map(lambda x: (x.get("benchmark") or {}).get("pick"))
     p["why"] = p["extra"].map(lambda x: (x.get("benchmark") or {}).get("why"))
