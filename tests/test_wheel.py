@@ -28,7 +28,8 @@ def wheel_venv(tmp_path_factory) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     target = next((venv / "lib").glob("python3*/site-packages"))
     (target / "borrowed.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    out = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", "--no-index", str(wheel)],
+    out = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", "--no-index", "--ignore-installed",
+                          str(wheel)],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     return venv

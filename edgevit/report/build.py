@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import edgevit
 from edgevit.errors import EdgevitError
+from edgevit.files import atomic_dir, write_text
 from edgevit.paths import shipped
 
 NOTEBOOKS = ("accuracy_latency_report", "distillation_study")
@@ -133,30 +132,12 @@ def report(runs_dir: str | Path, notebook: str = "accuracy_latency_report", out:
     out = Path(out) if out is not None else _default_out(runs_dir, notebook)
     if out.suffix.lower() not in (".html", ".htm"):
         raise EdgevitError(f"--out {out}: give a .html file name")
-    out.parent.mkdir(parents=True, exist_ok=True)
     files = out.with_name(f"{out.stem}_files")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.stem}-", dir=out.parent))
-    try:
+    title = f"edgevit {Path(notebook).stem.replace('_', ' ')}: {runs_dir.resolve().name}"
+    with atomic_dir(files) as tmp:  # replaces an older report's files only when the notebook ran through
         nb = nbformat.reads(source, as_version=4)
-        params = {"runs_dir": str(runs_dir.resolve()), "out_dir": str(tmp / files.name)}
-        nb = execute(inject_parameters(nb, params), tmp)
-        html = to_html(nb, f"edgevit {Path(notebook).stem.replace('_', ' ')}: {runs_dir.resolve().name}")
-        (tmp / out.name).write_text(html, encoding="utf-8")
-        _move_into_place(tmp / files.name, files)
-        os.replace(tmp / out.name, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        nb = execute(inject_parameters(nb, {"runs_dir": str(runs_dir.resolve()), "out_dir": str(tmp)}), tmp)
+        html = to_html(nb, title)
+    write_text(out, html)
     return out
-
-
-def _move_into_place(new: Path, final: Path) -> None:
-    """Swap the new files folder in; the old one is removed only after the rename."""
-    if not new.is_dir():
-        new.mkdir(parents=True)
-    old = final.with_name(f".{final.name}-old")
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-    new.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
 

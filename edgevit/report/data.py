@@ -140,10 +140,14 @@ def run_facts(data: LedgerData, run: str) -> dict[str, Any]:
         "teachers": teachers_text(s, rec), "distillation": setting_of(s, rec)[1],
         "data": _data_text(rec), "epochs": s.get("epochs") or rec.get("epochs"),
         "params": None if s.get("params_m") is None else f"{s['params_m']:.3f} M",
-        "MACs": None if s.get("macs_g") is None else f"{s['macs_g']:.3f} G",
+        "MACs": None if s.get("macs_g") is None else _macs_text(s["macs_g"]),
         "PyTorch top-1": None if s.get("val_top1") is None else f"{s['val_top1']:.2f} %",
     }
     return {k: v for k, v in facts.items() if _has(v) and v != ""}
+
+
+def _macs_text(gmacs: float) -> str:
+    return f"{gmacs:.3f} G" if gmacs >= 1 else f"{gmacs * 1000:.1f} M"
 
 
 def _data_text(recipe: dict) -> str | None:
@@ -360,8 +364,11 @@ def distillation_runs(data: LedgerData, dataset: str | None = None) -> pd.DataFr
                      "run": r["name"], "top1_%": s["val_top1"], "wall_s": s.get("wall_seconds"),
                      "teacher_top1_%": _mean([t.get("val_top1") for t in s.get("teachers") or []
                                               if isinstance(t, dict)])})
-    return pd.DataFrame(rows, columns=["config", "setting", "detail", "seed", "run", "top1_%", "wall_s",
-                                       "teacher_top1_%"])
+    out = pd.DataFrame(rows, columns=["config", "setting", "detail", "seed", "run", "top1_%", "wall_s",
+                                      "teacher_top1_%"])
+    order = out["setting"].map({s: i for i, s in enumerate(SETTINGS)})
+    return out.assign(_o=order).sort_values(["config", "_o", "detail", "seed"], kind="stable").drop(columns="_o") \
+        .reset_index(drop=True)
 
 
 def _mean(values: list[Any]) -> float | None:

@@ -13,10 +13,10 @@ from matplotlib.figure import Figure
 # column -> display format; CSVs keep full precision
 FORMATS = {"size_MB": "{:.2f}", "top1_%": "{:.2f}", "agreement_%": "{:.2f}", "max_abs_diff": "{:.1e}",
            "median_ms": "{:.3f}", "p90_ms": "{:.3f}", "speedup_vs_pytorch_fp32": "{:.2f}×", "params_M": "{:.3f}",
-           "MACs_G": "{:.3f}", "pytorch_top1_%": "{:.2f}", "train_s": "{:.0f}", "top1_mean_%": "{:.2f}",
+           "MACs_G": "{:.3g}", "pytorch_top1_%": "{:.2f}", "train_s": "{:.0f}", "top1_mean_%": "{:.2f}",
            "top1_std_%": "{:.2f}", "gain_vs_none_pt": "{:+.2f}", "teacher_top1_%": "{:.2f}", "wall_s_mean": "{:.0f}",
            "none_top1_%": "{:.2f}", "best_top1_%": "{:.2f}", "gain_pt": "{:+.2f}", "top1_change_pt": "{:+.2f}",
-           "speedup": "{:.2f}×", "threads": "{:.0f}", "epochs": "{:.0f}", "seed": "{:.0f}", "seeds": "{:.0f}"}
+           "speedup": "{:.2f}×", "wall_s": "{:.0f}", "threads": "{:.0f}", "epochs": "{:.0f}", "seed": "{:.0f}", "seeds": "{:.0f}"}
 HEADERS = {"top1_%": "top-1 %", "agreement_%": "agreement with PyTorch %", "median_ms": "median ms",
            "p90_ms": "p90 ms", "speedup_vs_pytorch_fp32": "speed-up vs PyTorch FP32", "size_MB": "size MB",
            "max_abs_diff": "max |diff|", "pick": "benchmark pick", "why": "why (benchmark)",

@@ -159,7 +159,7 @@ def settings_bars(summary: pd.DataFrame, runs: pd.DataFrame, title: str = "Disti
                                  for _, r in s.iterrows()], fontsize=8)
         ax.invert_yaxis()
         lo = min(s["top1_mean_%"].min() - (s["top1_std_%"].fillna(0).max() or 0), runs["top1_%"].min())
-        ax.set_xlim(max(0.0, lo - 10), min(100.0, s["top1_mean_%"].max() + 15))
+        ax.set_xlim(0.0 if lo < 30 else lo - 10, min(100.0, s["top1_mean_%"].max() + 15))
         ax.set_xlabel("held-out top-1 (%), bar = mean over seeds, dots = seeds")
         ax.set_title(config, fontsize=9)
         ax.grid(True, axis="x", alpha=0.3)
@@ -172,7 +172,9 @@ def settings_curves(frame: pd.DataFrame, runs: pd.DataFrame) -> Figure:
     fig = _figure(8.0, 4.5)
     ax = fig.add_subplot()
     colours = {s: f"C{i}" for i, s in enumerate(SETTINGS)}
-    for (setting, detail), grp in runs.groupby(["setting", "detail"], sort=False):
+    order = {s: i for i, s in enumerate(SETTINGS)}
+    groups = sorted(runs.groupby(["setting", "detail"], sort=False), key=lambda g: (order.get(g[0][0], 99), g[0][1]))
+    for (setting, detail), grp in groups:
         c = frame[frame["run"].isin(grp["run"])].groupby("epoch")["val_top1"].agg(["mean", "std", "count"])
         if c.empty:
             continue
