@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", "--runs-dir", dest="runs", type=Path, default=None,
                         help="runs folder holding ledger.sqlite (default: $EDGEVIT_RUNS or ./runs)")
     parser.add_argument("--notebook", "-n", default=NOTEBOOKS[0],
-                        help=f"which report: {', '.join(NOTEBOOKS)} (default %(default)s)")
+                        help=f"which report: {', '.join(NOTEBOOKS)}, or a .ipynb path (default %(default)s)")
     parser.add_argument("--out", "-o", type=Path, default=None,
                         help="HTML file to write (default: RUNS/reports/NOTEBOOK.html); PNGs and CSVs go to "
                         "FILE_files/ beside it")
