@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edgevit.profile.runners import device_description, input_description, make_input  # noqa: E402
-from edgevit.profile.stats import machine_load, summarize, time_calls  # noqa: E402
+from edgevit.profile.stats import interleaved, machine_load, summarize  # noqa: E402
 
 MODEL = "deit_tiny_distilled_patch16_224"
 SHAPE = [1, 3, 224, 224]
@@ -143,29 +143,6 @@ def open_variant(v: Variant, folder: Path | None, model: Any, threads: int) -> C
 
 
 # ------------------------------------------------------------------------------------ timing
-def interleaved(fns: dict[str, Callable[[np.ndarray], Any]], x: np.ndarray, rounds: int, calls: int,
-                warmup: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Round-robin timing: every round gives every variant `calls` timed calls after 2 untimed ones.
-
-    Returns wall-clock ms per call and process CPU ms per call. On a machine shared with other
-    work the wall clock includes waiting for a core; at 1 thread the CPU time does not, so it is
-    the load-robust estimate of the idle latency (at 2 threads it sums both threads' work).
-    """
-    for fn in fns.values():
-        time_calls(lambda fn=fn: fn(x), 0, warmup)
-    wall: dict[str, list[float]] = defaultdict(list)
-    cpu: dict[str, list[float]] = defaultdict(list)
-    for _ in range(rounds):
-        for key, fn in fns.items():
-            time_calls(lambda fn=fn: fn(x), 0, 2)
-            for _ in range(calls):
-                c0, t0 = time.process_time_ns(), time.perf_counter_ns()
-                fn(x)
-                wall[key].append((time.perf_counter_ns() - t0) / 1e6)
-                cpu[key].append((time.process_time_ns() - c0) / 1e6)
-    return wall, cpu
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")

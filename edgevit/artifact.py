@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgevit.errors import EdgevitError
+
 MANIFEST = "manifest.json"
 
 
@@ -48,7 +50,17 @@ class Artifact:
     @classmethod
     def load(cls, directory: str | Path) -> "Artifact":
         directory = Path(directory)
-        data = json.loads((directory / MANIFEST).read_text())
+        path = directory / MANIFEST
+        fix = "export it again (edgevit export) or restore the folder"
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise EdgevitError(f"{directory} is not an export folder (no {MANIFEST}); {fix}") from None
+        except (ValueError, UnicodeDecodeError):
+            what = "empty" if path.stat().st_size == 0 else "not readable JSON (cut off or garbled)"
+            raise EdgevitError(f"{path} is {what}; {fix}") from None
+        if not isinstance(data, dict) or not {"format", "precision", "files", "input_shape"} <= set(data):
+            raise EdgevitError(f"{path} is not an edgevit manifest (format/precision/files/input_shape missing); {fix}")
         return cls(format=data["format"], precision=data["precision"], directory=directory,
                    files=list(data["files"]), input_shape=list(data["input_shape"]), manifest=data)
 

@@ -175,14 +175,21 @@ def _explain(path: Path, model: type[BaseModel], err: ValidationError) -> str:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    """A recipe or target file as a mapping; an empty, cut-off or garbled file is one line naming it."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
     except FileNotFoundError:
         raise EdgevitError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise EdgevitError(f"{path} is not a YAML text file (binary content); restore it or write it again") from None
+    if not text.strip():
+        raise EdgevitError(f"{path} is empty; restore it or write its fields (see `edgevit recipes --paths`)")
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise EdgevitError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        raise EdgevitError(f"{path}: not valid YAML{where} (cut off or garbled?): {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):
         raise EdgevitError(f"{path}: expected a mapping of fields at the top level, got {type(data).__name__}")
     return data

@@ -27,12 +27,15 @@ _DISK_WORDS = ("No space left", "File too large", "file write failed", "Disk quo
 
 
 def disk_error(path: str | Path, exc: BaseException) -> EdgevitError | None:
-    """A one-line error for a failed write caused by the disk (full, too large, gone), else None."""
-    text = str(exc)
-    if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS or any(w in text for w in _DISK_WORDS):
-        why = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else "the write failed"
-        return EdgevitError(f"could not write {path}: {why} (disk full or file-size limit?); free space "
-                            f"and run again; the previous file, if any, is kept")
+    """A one-line error for a failed write caused by the disk (full, file too large, gone), else None.
+    Libraries wrap the OS error (torch.save raises RuntimeError from an OSError), so the chain is searched."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _DISK_ERRNOS or any(w in str(seen) for w in _DISK_WORDS):
+            why = os.strerror(seen.errno) if isinstance(seen, OSError) and seen.errno else "the write failed"
+            return EdgevitError(f"could not write {path}: {why} (disk full or file-size limit?); free space "
+                                f"and run again; the previous file, if any, is kept")
+        seen = seen.__cause__ or seen.__context__
     return None
 
 
@@ -74,8 +77,8 @@ def write_json(path: str | Path, value: Any) -> None:
 def torch_save(obj: Any, path: str | Path) -> None:
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: a full disk surfaces as OSError
+        torch.save(obj, f)
 
 
 @contextlib.contextmanager

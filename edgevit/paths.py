@@ -45,3 +45,17 @@ def numbered_run_dir(root: Path, base: str) -> Path:
     while path.exists():
         path, n = root / f"{base}-{n}", n + 1
     return path
+
+
+def resolve_run(run: str | Path, runs_dir: str | Path | None = None) -> Path:
+    """A run folder given as a path, or as a run name inside the runs folder."""
+    from edgevit.errors import EdgevitError
+
+    path = Path(run)
+    if path.is_dir():
+        return path.resolve()
+    root = Path(runs_dir) if runs_dir else default_runs_dir()
+    if (root / str(run)).is_dir():
+        return (root / str(run)).resolve()
+    known = sorted(p.name for p in root.iterdir() if (p / "student.pt").exists()) if root.is_dir() else []
+    raise EdgevitError(f"no run '{run}' (not a folder, not in {root}; runs with a student: {', '.join(known) or 'none'})")

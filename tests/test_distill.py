@@ -227,3 +227,37 @@ def test_self_teacher_is_the_student_trained_alone_with_the_next_seed(tmp_path):
         assert torch.allclose(teacher[k], student_alone[k], atol=1e-5), k
     again = edgevit("distill", recipe, "--out", runs / "self-again")
     assert again.returncode == 0 and "reusing fine-tuned weights" in again.stdout
+
+
+def test_an_earlier_runs_student_teaches_and_resume_picks_up_between_teacher_and_student(tmp_path):
+    """--teacher run:NAME distils from an earlier run's student (frozen, heads averaged, no fine-tune);
+    a run stopped after its teacher was ready and before the student's first checkpoint resumes there."""
+    runs = tmp_path / "runs"
+    first = edgevit("distill", write_recipe(tmp_path, epochs=1, **{"distill.type": "none"}), "--out", runs / "first")
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = edgevit("distill", write_recipe(tmp_path, epochs=1, **{"teacher.names": ["run:first"]}), "--out",
+                     runs / "second")
+    assert second.returncode == 0, second.stderr[-2000:]
+    summary = json.loads((runs / "second" / "summary.json").read_text())
+    (teacher,) = summary["teachers"]
+    assert teacher["source"] == "run first" and teacher["val_top1"] == pytest.approx(
+        json.loads((runs / "first" / "summary.json").read_text())["val_top1"], abs=0.01)
+    assert "fine-tuning" not in second.stdout  # a run's student is used as it is
+    assert Ledger(runs).runs("second")[0]["status"] == "done"
+    # the state between teacher and student: recipe and ledger row written, no student checkpoint yet
+    (runs / "second" / "student.pt").unlink()
+    (runs / "second" / "checkpoint.pt").unlink()
+    resumed = edgevit("distill", "--resume", "--out", runs / "second")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "the student starts at epoch 1 of 1" in resumed.stdout and (runs / "second" / "student.pt").exists()
+    bad = edgevit("distill", write_recipe(tmp_path, epochs=1, **{"teacher.names": ["run:nothing"]}), "--out",
+                  runs / "third")
+    assert bad.returncode == 2 and "no finished run 'nothing'" in bad.stderr and "first" in bad.stderr
+
+
+def test_resume_keeps_the_runs_own_recipe(tmp_path):
+    run = tmp_path / "runs" / "r"
+    (run).mkdir(parents=True)
+    (run / "recipe.yaml").write_text(yaml.safe_dump(TINY))
+    out = edgevit("distill", "--resume", "--out", run, "--epochs", "9")
+    assert out.returncode == 2 and "drop the flags epochs" in out.stderr

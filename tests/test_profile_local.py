@@ -150,3 +150,15 @@ def test_benchmark_table_files_ledger_and_floor(run_dir: Path, capsys: pytest.Ca
     # a random-weight student is far below a 99 % floor: the table still prints, the exit is 1
     assert main(common + ["--min-accuracy", "99"]) == 1
     assert "below the --min-accuracy floor" in capsys.readouterr().out
+
+
+def test_the_device_agent_stays_light() -> None:
+    """The SSH agent runs on boards with only numpy and a runtime: it must not pull in torch or the exporters."""
+    import subprocess
+    import sys
+
+    code = ("import sys, edgevit.profile.agent, edgevit.runtimes, edgevit.profile.runners; "
+            "heavy = sorted(m for m in sys.modules if m == 'torch' or m.startswith('edgevit.export') or m == 'timm'); "
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -161,3 +161,32 @@ def test_device_urls() -> None:
     for bad in ("jetson.local", "ssh://", "ssh://-oProxyCommand=x", "ssh://a@b:99999", "http://a@b"):
         with pytest.raises(EdgevitError):
             SshDevice.parse(bad)
+
+
+FAKE_TRTEXEC = """#!/bin/sh
+# Stands in for the Jetson's trtexec: records how it was called, prints NVIDIA's real summary.
+printf '%s\\n' "$0" "$@" > "{argv}"
+cat "{summary}"
+"""
+
+
+def test_the_engine_profiled_over_ssh_is_the_engine_build_engine_sh_builds(sshd: dict, tmp_path: Path) -> None:
+    """One trtexec command: the SSH profiler sends exactly the call the exported build_engine.sh holds
+    (same precision flags, FP32 LayerNorm pins, workspace), run from the artifact's folder."""
+    import shlex
+
+    from edgevit.export.pipeline import export_run
+    from test_profile_local import make_run
+
+    run = make_run(tmp_path / "runs", "jetson-run")
+    art = export_run(run, "jetson", "fp16", ledger=False).artifact
+    tool = tmp_path / "trtexec"
+    summary = Path(__file__).parent / "data" / "trtexec_trt10_summary.txt"
+    tool.write_text(FAKE_TRTEXEC.format(argv=tmp_path / "argv.txt", summary=summary))
+    tool.chmod(0o755)
+    result = runner(sshd).profile_trtexec(art.directory, precision="fp16", iterations=200, tool=str(tool))
+    sent = (tmp_path / "argv.txt").read_text().splitlines()
+    shipped = shlex.split((art.directory / "build_engine.sh").read_text().strip().splitlines()[-1])
+    assert sent[1:] == shipped[1:] and sent[0] == str(tool)  # the same call; only the tool's path is the device's
+    assert "--fp16" in sent and any(a.startswith("--layerPrecisions=") and a.count(":fp32") == 5 for a in sent)
+    assert result.stats.median_ms > 0 and result.runtime.startswith("tensorrt")

@@ -70,9 +70,11 @@ def test_trtexec_failure_is_one_line() -> None:
 
 
 def test_trtexec_command_per_precision() -> None:
-    argv = trtexec_command("/tmp/x/model.onnx", "/tmp/x/model.engine", "int8", iterations=50)
-    assert argv[0] == "trtexec" and "--onnx=/tmp/x/model.onnx" in argv and "--saveEngine=/tmp/x/model.engine" in argv
+    argv = trtexec_command(precision="int8", fp32_layers=["ln1", "ln2"], iterations=50)
+    assert argv[0] == "trtexec" and "--onnx=model.onnx" in argv and "--saveEngine=model.engine" in argv
     assert "--int8" in argv and "--fp16" in argv and "--iterations=50" in argv
-    assert "--fp16" not in trtexec_command("m.onnx", "m.engine", "fp32")
+    assert "--precisionConstraints=obey" in argv and "--layerPrecisions=ln1:fp32,ln2:fp32" in argv
+    fp32 = trtexec_command("/usr/src/tensorrt/bin/trtexec", precision="fp32", fp32_layers=["ln1"])
+    assert fp32[0].endswith("trtexec") and "--fp16" not in fp32 and not any("layerPrecisions" in a for a in fp32)
     with pytest.raises(EdgevitError):
-        trtexec_command("m.onnx", "m.engine", "int4")
+        trtexec_command(precision="int4")

@@ -11,9 +11,13 @@ atomically: an interrupted round is simply recomputed.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
+
+from edgevit.errors import EdgevitError
+from edgevit.files import read_torch, torch_save
 
 
 class TeacherCache:
@@ -27,8 +31,18 @@ class TeacherCache:
         return self.dir / f"round{rnd:04d}_rank{self.rank}.pt"
 
     def has(self, rnd: int) -> bool:
-        if rnd not in self._loaded and self._path(rnd).exists():
-            self._loaded[rnd] = torch.load(self._path(rnd), map_location="cpu", weights_only=True)
+        """Whether the round is cached. A damaged round file (a crash, a full disk) is said in one
+        line, removed, and the round recomputed: the cache only ever saves work."""
+        path = self._path(rnd)
+        if rnd not in self._loaded and path.exists():
+            try:
+                blob = read_torch(path, "teacher-logit cache round", "it is recomputed")
+                if not isinstance(blob, dict) or not {"values", "indices", "lse", "offsets"} <= set(blob):
+                    raise EdgevitError(f"{path} is not a teacher-logit cache round; it is recomputed")
+                self._loaded[rnd] = blob
+            except EdgevitError as exc:
+                print(f"edgevit: warning: {exc}", file=sys.stderr)
+                path.unlink(missing_ok=True)
         return rnd in self._loaded
 
     def get(self, rnd: int, batch: int) -> torch.Tensor:
@@ -53,9 +67,7 @@ class TeacherCache:
                 "lse": torch.cat([p[2] for p in parts]),
                 "offsets": torch.tensor([0] + list(torch.tensor(sizes).cumsum(0).tolist()))}
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self._path(rnd).with_suffix(".tmp")
-        torch.save(blob, tmp)
-        tmp.replace(self._path(rnd))
+        torch_save(blob, self._path(rnd))
         self._loaded[rnd] = blob
 
     def rebuild(self, values: torch.Tensor, indices: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:

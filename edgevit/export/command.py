@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edgevit.config import Target, list_targets, load_target
 from edgevit.errors import EdgevitError
-from edgevit.paths import default_runs_dir
+from edgevit.paths import resolve_run
 
 PRECISION_CHOICES = ("fp32", "fp16", "bf16", "int8", "all")
 
@@ -29,18 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-ledger", action="store_true", help="do not record the export in the runs ledger")
 
 
-def resolve_run(run: str, runs: Path | None) -> Path:
-    """A run folder, or a run name inside the runs folder."""
-    path = Path(run)
-    if path.is_dir():
-        return path
-    root = runs or default_runs_dir()
-    if (root / run).is_dir():
-        return root / run
-    known = sorted(p.name for p in root.iterdir() if (p / "student.pt").exists()) if root.is_dir() else []
-    raise EdgevitError(f"no run '{run}' (not a folder, not in {root}; runs with a student: {', '.join(known) or 'none'})")
-
-
 def resolve_targets(spec: str) -> list[Target]:
     if spec == "all":
         found = [(name, t) for name, _, t in list_targets()]
@@ -52,7 +40,7 @@ def resolve_targets(spec: str) -> list[Target]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgevit.export.pipeline import export_run
+    from edgevit.export.pipeline import InputsCache, export_run
 
     run_dir = resolve_run(args.run, args.runs)
     targets = resolve_targets(args.target)
@@ -65,12 +53,12 @@ def run(args: argparse.Namespace) -> int:
         else:
             jobs.append((t, args.precision or t.precision))
     rows, failures = [], []
+    inputs = InputsCache(args.verify_images)  # the student and images are loaded once for every job
     for t, precision in jobs:
         print(f"exporting {run_dir.name} for {t.name} ({t.format}, {precision}) ...", file=sys.stderr, flush=True)
         try:
             result = export_run(run_dir, t, precision, calibration=args.calibration, ledger=not args.no_ledger,
-                                scheme=args.scheme, dynamic_batch=args.dynamic_batch,
-                                verify_images=args.verify_images)
+                                scheme=args.scheme, dynamic_batch=args.dynamic_batch, inputs=inputs)
         except EdgevitError as exc:
             if len(jobs) == 1:
                 raise

@@ -1,7 +1,10 @@
-"""Export a run's student for one target, verify it in the target's runtime, record it.
+"""The export stage: a run's student for one target, verified in the target's runtime, recorded.
 
 The artifact is written into a temporary folder next to its final place and renamed only once
-export and verification are done, so a failure never leaves a half-written artifact behind.
+export and verification are done, so a failure never leaves a half-written artifact behind; a
+failed export gets a ledger row that says why. `RunInputs` holds what every export of one run needs
+(the student, validation images, PyTorch's logits on them, calibration images), so `export
+--target all` and `benchmark` load them once, not once per target and precision.
 """
 
 from __future__ import annotations
@@ -10,11 +13,9 @@ import contextlib
 import importlib.metadata
 import platform
 import re
-import shutil
 import sys
-import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgevit.artifact import Artifact
 from edgevit.config import Target, load_target
 from edgevit.errors import EdgevitError
-from edgevit.artifact import Artifact
+from edgevit.files import atomic_dir, disk_error
 from edgevit.export.registry import format_module
 from edgevit.export.verify import Verification, verify
 from edgevit.models.checkpoint import STUDENT_FILE, load_student
@@ -79,6 +81,9 @@ def timed_export(fmt: str, model: torch.nn.Module, sample: torch.Tensor, target:
     except EdgevitError:
         raise
     except Exception as exc:  # noqa: BLE001 - any converter failure becomes one readable line
+        full_disk = disk_error(out_dir, exc)
+        if full_disk is not None:
+            raise full_disk from exc
         text = f"{type(exc).__name__}: {exc}"
         op = failing_op(text)
         first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
@@ -94,105 +99,167 @@ def _images(dataset: Any, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return torch.stack(list(xs)).numpy().astype(np.float32), np.asarray(ys)
 
 
-def export_run(run_dir: str | Path, target: str | Target, precision: str | None = None,
-               calibration: int | None = None, ledger: bool = True, scheme: str | None = None,
-               dynamic_batch: bool | None = None, verify_images: int = 2000) -> ExportResult:
-    """Export `run_dir`'s student for `target` (name, alias, path or Target) and verify it.
+@dataclass
+class RunInputs:
+    """A run's student with its validation images and PyTorch's logits on them (at one input size),
+    and calibration images drawn from the training split on demand."""
 
-    `calibration` is the number of training images for INT8 (default: the target's);
-    `scheme` (static|dynamic|weight-only) overrides the target's INT8 scheme — a non-default
-    scheme goes to `<precision>-<scheme>/` so both can sit side by side. Verification uses the
-    whole validation split up to `verify_images` (a seeded sample beyond that, to bound time/memory).
-    Writes `runs/<run>/exports/<target>/<precision>/` and a ledger row.
-    """
-    from edgevit.data import build_datasets
+    run_dir: Path
+    model: torch.nn.Module
+    meta: dict[str, Any]
+    size: int
+    val_x: np.ndarray
+    val_y: np.ndarray
+    reference: np.ndarray
+    train: Any
+    _calibration: dict[int, np.ndarray] = field(default_factory=dict)
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise EdgevitError(f"run folder {run_dir} does not exist")
-    if not (run_dir / STUDENT_FILE).exists():
-        raise EdgevitError(f"run {run_dir} has no student ({STUDENT_FILE}): run `edgevit distill` first")
+    @classmethod
+    def load(cls, run_dir: str | Path, size: int | None = None, verify_images: int = 2000) -> "RunInputs":
+        from edgevit.data import build_datasets
+
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise EdgevitError(f"run folder {run_dir} does not exist")
+        if not (run_dir / STUDENT_FILE).exists():
+            raise EdgevitError(f"run {run_dir} has no student ({STUDENT_FILE}): run `edgevit distill` first")
+        if verify_images < 1:
+            raise EdgevitError(f"verify_images must be >= 1 (got {verify_images})")
+        model, meta = load_student(run_dir)
+        size = size or int(meta["img_size"])
+        ds = build_datasets({**dict(meta["data"]), "img_size": size}, None, mean=tuple(meta["mean"]),
+                            std=tuple(meta["std"]), crop_pct=meta.get("crop_pct"))
+        idx = np.arange(len(ds.val))
+        if len(idx) > verify_images:
+            idx = np.sort(np.random.default_rng(0).permutation(len(ds.val))[:verify_images])
+        val_x, val_y = _images(ds.val, idx)
+        with torch.inference_mode():
+            reference = np.concatenate([model(torch.from_numpy(val_x[i:i + 256])).numpy()
+                                        for i in range(0, len(val_x), 256)])
+        return cls(run_dir, model, meta, size, val_x, val_y, reference, ds.train)
+
+    def calibration(self, n: int) -> np.ndarray:
+        """n training images in a seeded order (the same n images every time)."""
+        if n < 1:
+            raise EdgevitError(f"--calibration must be >= 1 (got {n})")
+        if n not in self._calibration:
+            order = np.random.default_rng(0).permutation(len(self.train))[: min(n, len(self.train))]
+            self._calibration[n] = _images(self.train, order)[0]
+        return self._calibration[n]
+
+    def sample(self, batch: int) -> torch.Tensor:
+        if len(self.val_x) < batch:
+            raise EdgevitError(f"target batch {batch} is larger than the validation split ({len(self.val_x)} images)")
+        return torch.from_numpy(self.val_x[:batch].copy())
+
+
+class InputsCache:
+    """RunInputs per (run, input size), for callers that export one run many times."""
+
+    def __init__(self, verify_images: int = 2000):
+        self.verify_images, self._items = verify_images, {}
+
+    def get(self, run_dir: Path, size: int | None) -> RunInputs:
+        key = (str(Path(run_dir).resolve()), size)
+        if key not in self._items:
+            self._items[key] = RunInputs.load(run_dir, size, self.verify_images)
+        return self._items[key]
+
+
+def resolve_target(target: str | Target, precision: str | None, scheme: str | None,
+                   dynamic_batch: bool | None) -> tuple[Target, str, str]:
+    """(target with the overrides applied, precision, the artifact folder's name)."""
     tgt = target if isinstance(target, Target) else load_target(target)
     precision = precision or tgt.precision
     if precision not in tgt.precisions:
         raise EdgevitError(f"target {tgt.name} offers precisions {', '.join(tgt.precisions)} (asked for {precision})")
-    subdir = precision
+    folder = precision
     if scheme and scheme != tgt.quantization.scheme:
         if precision != "int8":
             raise EdgevitError(f"--scheme applies to int8 only (asked for {precision})")
-        subdir = f"{precision}-{scheme}"
+        folder = f"{precision}-{scheme}"
     updates: dict[str, Any] = {}
     if scheme:
         updates["quantization"] = tgt.quantization.model_copy(update={"scheme": scheme})
     if dynamic_batch is not None:
         updates["dynamic_batch"] = dynamic_batch
-    tgt = tgt.model_copy(update=updates) if updates else tgt
+    return (tgt.model_copy(update=updates) if updates else tgt), precision, folder
 
-    model, meta = load_student(run_dir)
-    size = tgt.input_size or int(meta["img_size"])
-    data = {**dict(meta["data"]), "img_size": size}
-    ds = build_datasets(data, None, mean=tuple(meta["mean"]), std=tuple(meta["std"]), crop_pct=meta.get("crop_pct"))
-    if verify_images < 1:
-        raise EdgevitError(f"verify_images must be >= 1 (got {verify_images})")
-    val_idx = np.arange(len(ds.val))
-    if len(val_idx) > verify_images:
-        val_idx = np.sort(np.random.default_rng(0).permutation(len(ds.val))[:verify_images])
-    val_x, val_y = _images(ds.val, val_idx)
-    sample = torch.from_numpy(val_x[: tgt.batch].copy())
-    if len(sample) < tgt.batch:
-        raise EdgevitError(f"target batch {tgt.batch} is larger than the validation split ({len(val_x)} images)")
+
+def export_run(run_dir: str | Path, target: str | Target, precision: str | None = None, *,
+               calibration: int | None = None, ledger: bool = True, scheme: str | None = None,
+               dynamic_batch: bool | None = None, verify_images: int = 2000,
+               inputs: RunInputs | InputsCache | None = None) -> ExportResult:
+    """Export `run_dir`'s student for `target` (name, alias, path or Target) and verify it.
+
+    `calibration` is the number of training images for INT8 (default: the target's); `scheme`
+    (static|dynamic|weight-only) overrides the target's INT8 scheme -- a non-default scheme goes to
+    `<precision>-<scheme>/` so both can sit side by side. Verification uses the whole validation
+    split up to `verify_images`. Pass `inputs` (RunInputs or an InputsCache) to reuse the loaded
+    student and images across exports. Writes `runs/<run>/exports/<target>/<folder>/` and a ledger row.
+    """
+    run_dir = Path(run_dir)
+    tgt, precision, folder = resolve_target(target, precision, scheme, dynamic_batch)
+    if isinstance(inputs, InputsCache):
+        inputs = inputs.get(run_dir, tgt.input_size)
+    elif inputs is None or (tgt.input_size and tgt.input_size != inputs.size):
+        inputs = RunInputs.load(run_dir, tgt.input_size, verify_images)
+    try:
+        result = _export(inputs, tgt, precision, folder, calibration)
+    except BaseException as exc:
+        if ledger and isinstance(exc, (EdgevitError, KeyboardInterrupt)):
+            _record_failure(run_dir, tgt, precision, exc)
+        raise
+    if ledger:
+        _record(run_dir, tgt, precision, result)
+    return result
+
+
+def _export(inputs: RunInputs, tgt: Target, precision: str, folder: str, calibration: int | None) -> ExportResult:
+    meta, run_dir = inputs.meta, inputs.run_dir
+    sample = inputs.sample(tgt.batch)
     calib = None
     if precision == "int8" and tgt.quantization.scheme == "static":
-        n = calibration or tgt.quantization.calibration_samples
-        if n < 1:
-            raise EdgevitError(f"--calibration must be >= 1 (got {n})")
-        order = np.random.default_rng(0).permutation(len(ds.train))[: min(n, len(ds.train))]
-        calib, _ = _images(ds.train, order)
-
-    out_root = run_dir / EXPORTS_DIR / tgt.name
-    out_root.mkdir(parents=True, exist_ok=True)
-    final = out_root / subdir
-    tmp = Path(tempfile.mkdtemp(prefix=f".{subdir}-", dir=out_root))
-    try:
-        artifact, seconds = timed_export(tgt.format, model, sample, tgt, precision, calib, tmp, meta)
+        calib = inputs.calibration(calibration or tgt.quantization.calibration_samples)
+    with atomic_dir(run_dir / EXPORTS_DIR / tgt.name / folder) as tmp:
+        artifact, seconds = timed_export(tgt.format, inputs.model, sample, tgt, precision, calib, tmp, meta)
         artifact.manifest = {  # the exporter's own fields win (e.g. a full-integer model's int8 input)
             "target": tgt.name, "device_name": tgt.device_name, "model_name": meta["model_name"],
-            "layout": "NCHW", "input_dtype": "float32", "img_size": size,
+            "layout": "NCHW", "input_dtype": "float32", "img_size": inputs.size,
             "mean": list(meta["mean"]), "std": list(meta["std"]), "crop_pct": meta.get("crop_pct"),
             "class_names": list(meta["class_names"]), "num_classes": len(meta["class_names"]),
             "source_checkpoint": {"file": str(run_dir / STUDENT_FILE), "sha256": meta["sha256"]},
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "export_seconds": round(seconds, 3), "calibration_images": None if calib is None else len(calib),
             **artifact.manifest}
-        with torch.no_grad():
-            reference = np.concatenate([model(torch.from_numpy(val_x[i:i + 256])).numpy()
-                                        for i in range(0, len(val_x), 256)])
-        check = verify(artifact, val_x, val_y, reference)
+        check = verify(artifact, inputs.val_x, inputs.val_y, inputs.reference)
         artifact.manifest["verification"] = check.to_dict()
         artifact.write_manifest()
-        _replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    artifact.directory = final
-    if ledger:
-        from edgevit.runs import Ledger
-
-        int8 = precision == "int8"  # the folder may say int8-static; the row has precision + scheme
-        Ledger(run_dir.parent).record_export(
-            run_dir.name, target=tgt.name, format=tgt.format, precision=precision,
-            scheme=tgt.quantization.scheme if int8 else None, method="ptq" if int8 else None, path=final,
-            size_bytes=artifact.size_bytes(), seconds=round(seconds, 3), verified=check.verified,
-            agreement=check.agreement, max_abs_diff=check.max_abs_diff, top1=check.top1, note=check.note)
+    artifact.directory = run_dir / EXPORTS_DIR / tgt.name / folder
     return ExportResult(artifact, check, seconds)
 
 
-def _replace(tmp: Path, final: Path) -> None:
-    """Swap a finished artifact folder into place; an older export is removed only afterwards."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}-old-{time.time_ns()}")
-        final.rename(old)
-    tmp.rename(final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def _record(run_dir: Path, tgt: Target, precision: str, result: ExportResult) -> None:
+    from edgevit.runs import Ledger
+
+    int8, check = precision == "int8", result.verification
+    quant = result.artifact.manifest.get("quantization") or {}
+    Ledger(run_dir.parent).record_export(
+        run_dir.name, target=tgt.name, format=tgt.format, precision=precision,
+        scheme=tgt.quantization.scheme if int8 else None, method=quant.get("method", "ptq") if int8 else None,
+        path=result.artifact.directory, size_bytes=result.artifact.size_bytes(), seconds=round(result.seconds, 3),
+        verified=check.verified, agreement=check.agreement, max_abs_diff=check.max_abs_diff, top1=check.top1,
+        note=check.note, extra={"folder": result.artifact.directory.name, "float_layers": quant.get("float_layers")})
+
+
+def _record_failure(run_dir: Path, tgt: Target, precision: str, exc: BaseException) -> None:
+    """A failed export leaves no artifact but a row that says why (best effort: the error is what matters)."""
+    from edgevit.runs import Ledger, failure_reason
+
+    try:
+        Ledger(run_dir.parent).record_export(
+            run_dir.name, target=tgt.name, format=tgt.format, precision=precision,
+            scheme=tgt.quantization.scheme if precision == "int8" else None, verified=False,
+            note=f"failed: {failure_reason(exc)}", extra={"status": "failed"})
+    except Exception:  # noqa: BLE001
+        pass

@@ -29,6 +29,7 @@ from edgevit.config import Target
 from edgevit.errors import EdgevitError
 from edgevit.artifact import Artifact
 from edgevit.export.onnx import INPUT, OUTPUT, to_onnx
+from edgevit.profile.trtexec import trtexec_command
 
 PRECISIONS = ("fp32", "fp16", "int8")
 TOOLS = ("onnx", "onnxruntime", "polygraphy", "onnx-graphsurgeon", "nvidia-modelopt", "tensorrt")
@@ -59,9 +60,10 @@ def export(model: torch.nn.Module, sample: torch.Tensor, target: Target, precisi
     lint = polygraphy_lint(path)
     graph = onnx.load(str(path))
     layernorms = [n.name for n in graph.graph.node if n.op_type == "LayerNormalization"]
-    tool = target.device.tool or "trtexec"
-    command = trtexec_command(tool, precision, layernorms, int(target.runtime.get("workspace_mb", 1024)),
-                              bool(target.runtime.get("use_dla", False)))
+    build = {"precision": precision, "fp32_layers": layernorms if precision != "fp32" else [],
+             "workspace_mb": int(target.runtime.get("workspace_mb", 1024)),
+             "use_dla": bool(target.runtime.get("use_dla", False))}
+    command = trtexec_command(target.device.tool or "trtexec", **build)
     script = out_dir / SCRIPT_FILE
     script.write_text("#!/bin/sh\n# Build the TensorRT engine on the device, next to this file.\n"
                       "set -e\ncd \"$(dirname \"$0\")\"\n" + shlex.join(command) + "\n")
@@ -71,27 +73,13 @@ def export(model: torch.nn.Module, sample: torch.Tensor, target: Target, precisi
     if tensorrt_available():
         build_engine(path, out_dir / ENGINE_FILE, precision, layernorms, int(target.runtime.get("workspace_mb", 1024)))
         files.append(ENGINE_FILE)
-        engine_note = "built here with the TensorRT Python API"
+        engine_note = "built here with the TensorRT Python API (not run here)"
     return Artifact("tensorrt", precision, out_dir, files, list(sample.shape), {
         "opset": int(graph.opset_import[0].version), "input_name": INPUT, "output_name": OUTPUT,
-        "quantization": quant, "trtexec": shlex.join(command), "engine": engine_note,
+        "quantization": quant, "trtexec": shlex.join(command), "trtexec_build": build, "engine": engine_note,
         "fp32_layers": layernorms if precision != "fp32" else [], "polygraphy_lint": lint,
         "runtime": {},
     })
-
-
-def trtexec_command(tool: str, precision: str, fp32_layers: list[str], workspace_mb: int, use_dla: bool) -> list[str]:
-    """The trtexec call that builds this artifact's engine (run from the artifact folder)."""
-    cmd = [tool, f"--onnx={MODEL_FILE}", f"--saveEngine={ENGINE_FILE}", f"--memPoolSize=workspace:{workspace_mb}M"]
-    if precision == "int8":
-        cmd += ["--int8", "--fp16"]
-    elif precision == "fp16":
-        cmd += ["--fp16"]
-    if precision != "fp32" and fp32_layers:
-        cmd += ["--precisionConstraints=obey", "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in fp32_layers)]
-    if use_dla:
-        cmd += ["--useDLACore=0", "--allowGPUFallback"]
-    return cmd
 
 
 def _quantize(src: Path, dst: Path, target: Target, calibration: np.ndarray | None) -> dict[str, Any]:

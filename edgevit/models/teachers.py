@@ -12,7 +12,6 @@ returned as log-probabilities so the loss can treat them as logits: softmax(log 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import threading

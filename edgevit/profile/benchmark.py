@@ -1,30 +1,34 @@
-"""`edgevit benchmark RUN [--targets all]`: export + verify + profile every target and precision.
+"""The benchmark stage: export, verify and time every target and precision of a run, and name what
+to ship on each target.
 
-Like Ultralytics' benchmark mode: one table (format, precision, size MB, top-1, agreement with
-PyTorch, median and p90 latency, speed-up vs PyTorch FP32 eager timed in the same session),
-written as CSV and JSON under runs/<run>/benchmark/ and row by row to the ledger. A target whose
-runtime cannot run here (and has no SSH device) is exported and verified as far as possible and
-its row says why it was not timed. `--min-accuracy` makes a missed top-1 floor a non-zero exit.
+`benchmark(run, ...)` exports each (target, precision) -- the student, images and PyTorch's logits
+loaded once -- verifies it in its runtime, then times every artifact that runs here together with
+the PyTorch FP32 baseline, interleaved in rounds (as benchmarks/latency.py does: on a shared machine
+one-after-another timing charges each runtime with whatever load ran during its turn). Artifacts for
+a remote device are timed there over SSH; the rest say why they were not timed. Each row gets load
+time (open + first inference) and peak memory where the runtime runs here, and each target's pick:
+the fastest row within `max_drop` top-1 points of PyTorch FP32 (edgevit/profile/choose.py), with the
+reason every other row lost. Writes runs/<run>/benchmark/benchmark.{csv,json} and ledger rows.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from edgevit.errors import EdgevitError
-from edgevit.profile.command import (BASELINE, add_device_arguments, artifact_dir, profile_one, record,
-                                     resolve_run)
-from edgevit.profile.stats import machine_load
+from edgevit.files import atomic_path, write_json
+from edgevit.profile.choose import pick
+from edgevit.profile.runners import ProfileResult, device_description, input_description, make_input
+from edgevit.profile.stage import BASELINE, Device, Timing, artifact_dir, profile_artifact_on, record, resolve_run
+from edgevit.profile.stats import PeakMemory, interleaved, machine_load, summarize
 
 BENCH_DIR = "benchmark"
-EXIT_BELOW_FLOOR = 1
+ROUNDS = 10
 
 
 @dataclass
@@ -37,24 +41,25 @@ class Row:
     agreement: float | None = None  # % top-1 shared with PyTorch
     median_ms: float | None = None
     p90_ms: float | None = None
-    speedup: float | None = None  # PyTorch FP32 eager median / this median
+    speedup: float | None = None  # PyTorch FP32 eager median / this median, timed in the same rounds
+    load_ms: float | None = None  # opening the model plus its first inference
+    peak_mem_mb: float | None = None
     runtime: str = ""
     device: str = ""
     note: str = ""
+    pick: bool = False
+    why: str = ""
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="run folder, or run name under the runs folder")
-    p.add_argument("--targets", default="all", help="'all' or comma-separated target names/aliases (default all)")
-    p.add_argument("--precisions", default="all", help="'all' (each target's list) or comma-separated, e.g. fp32,int8")
-    p.add_argument("--calibration", type=int, default=None, help="INT8 calibration images (default: the target's)")
-    p.add_argument("--reuse-exports", action="store_true", help="time existing exports instead of exporting again")
-    p.add_argument("--min-accuracy", type=float, default=None,
-                   help="top-1 floor in %% (0-100; a value <= 1 is read as a fraction); exit 1 if a row misses it")
-    add_device_arguments(p)
+@dataclass
+class BenchmarkResult:
+    rows: list[Row]
+    context: dict[str, Any]
+    files: list[Path] = field(default_factory=list)
+    detail: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
-def _targets(spec: str) -> list[Any]:
+def _targets(spec: str | list[str]) -> list[Any]:
     from edgevit.config import Target, list_targets, load_target
 
     if spec == "all":
@@ -62,26 +67,15 @@ def _targets(spec: str) -> list[Any]:
         if not found:
             raise EdgevitError("no valid targets found (targets/*.yaml)")
         return found
-    return [load_target(name.strip()) for name in spec.split(",") if name.strip()]
+    names = spec.split(",") if isinstance(spec, str) else spec
+    return [load_target(n.strip()) for n in names if n.strip()]
 
 
-def _precisions(target: Any, spec: str) -> list[str]:
+def _precisions(target: Any, spec: str | list[str]) -> list[str]:
     if spec == "all":
         return list(target.precisions)
-    wanted = [p.strip() for p in spec.split(",") if p.strip()]
+    wanted = [p.strip() for p in (spec.split(",") if isinstance(spec, str) else spec) if p.strip()]
     return [p for p in wanted if p in target.precisions]
-
-
-def _export(run_dir: Path, target: Any, precision: str, args: argparse.Namespace) -> tuple[dict, str]:
-    """(verification dict, note) for this export, exporting unless reusing one that exists."""
-    folder = artifact_dir(run_dir, target.name, precision)
-    if args.reuse_exports and (folder / "manifest.json").is_file():
-        manifest = json.loads((folder / "manifest.json").read_text())
-        return manifest.get("verification") or {}, "reused export"
-    from edgevit.export.pipeline import export_run
-
-    result = export_run(run_dir, target, precision=precision, calibration=args.calibration, ledger=True)
-    return result.verification.to_dict(), ""
 
 
 def _size_mb(folder: Path) -> float | None:
@@ -93,45 +87,163 @@ def _size_mb(folder: Path) -> float | None:
         return None
 
 
-def benchmark(run_dir: Path, args: argparse.Namespace, log: Any = print) -> tuple[list[Row], dict[str, Any]]:
-    """Every row of the table, and the session's context (baseline, threads, load)."""
-    base, _ = profile_one(run_dir, BASELINE, None, argparse.Namespace(**{**vars(args), "device": None}))  # always here
-    record(run_dir, BASELINE, base)
-    rows = [Row(BASELINE, "pytorch", "fp32", median_ms=base.stats.median_ms, p90_ms=base.stats.p90_ms, speedup=1.0,
-                agreement=100.0, runtime=base.runtime, device=base.device)]
-    log(f"baseline: {base.summary_line()}")
-    torch_top1: float | None = None
-    for target in _targets(args.targets):
-        for precision in _precisions(target, args.precisions):
-            row = Row(target.name, target.format, precision)
+def _export_rows(run_dir: Path, jobs: list[tuple[Any, str]], calibration: int | None, reuse: bool,
+                 log: Callable[[str], None]) -> tuple[list[Row], float | None]:
+    """One row per job with its export's verification; the student and images are loaded once."""
+    import json
+
+    from edgevit.export.pipeline import InputsCache, export_run
+
+    inputs, rows, torch_top1 = InputsCache(), [], None
+    for target, precision in jobs:
+        row = Row(target.name, target.format, precision)
+        folder = artifact_dir(run_dir, target.name, precision)
+        try:
+            if reuse and (folder / "manifest.json").is_file():
+                check, row.note = json.loads((folder / "manifest.json").read_text()).get("verification") or {}, "reused export"
+            else:
+                check = export_run(run_dir, target, precision, calibration=calibration, inputs=inputs).verification.to_dict()
+        except EdgevitError as exc:
+            row.note = f"export failed: {exc}"
+            log(f"{target.name} {precision}: {row.note}")
             rows.append(row)
-            try:
-                check, row.note = _export(run_dir, target, precision, args)
-            except EdgevitError as exc:
-                row.note = f"export failed: {exc}"
-                log(f"{target.name} {precision}: {row.note}")
-                continue
-            folder = artifact_dir(run_dir, target.name, precision)
-            row.size_mb = _size_mb(folder)
-            row.top1, row.agreement = check.get("top1"), check.get("agreement")
-            torch_top1 = check.get("torch_top1", torch_top1)
-            try:
-                result, _ = profile_one(run_dir, target.name, precision, args)
-            except EdgevitError as exc:
-                row.note = "; ".join(filter(None, [row.note, f"not timed: {exc}"]))
-                log(f"{target.name} {precision}: {row.note}")
-                continue
-            record(run_dir, target.name, result, folder)
-            row.median_ms, row.p90_ms = result.stats.median_ms, result.stats.p90_ms
-            row.speedup = base.stats.median_ms / result.stats.median_ms if result.stats.median_ms > 0 else None
-            row.runtime, row.device = result.runtime, result.device
-            log(f"{target.name} {precision}: {result.summary_line()}")
-    rows[0].top1 = torch_top1
-    context = {"run": run_dir.name, "baseline_median_ms": base.stats.median_ms, "threads": args.threads,
-               "batch": args.batch or 1, "iterations": args.iterations, "warmup": args.warmup,
-               "input": base.extra.get("input"), "load": machine_load(), "device": base.device,
-               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    return rows, context
+            continue
+        row.size_mb, row.top1, row.agreement = _size_mb(folder), check.get("top1"), check.get("agreement")
+        torch_top1 = check.get("torch_top1", torch_top1)
+        if not check.get("verified") and check.get("note"):
+            row.note = "; ".join(filter(None, [row.note, check["note"]]))
+        rows.append(row)
+    return rows, torch_top1
+
+
+def _local(row: Row, target: Any) -> bool:
+    from edgevit.runtimes import runtime_available
+
+    return row.format != "tensorrt" and runtime_available(row.format)[0] and not row.note.startswith("export failed")
+
+
+def _open_local(run_dir: Path, rows: list[Row], targets: dict[str, Any], timing: Timing) -> dict[str, Any]:
+    """Open the baseline and every locally runnable artifact; load time and peak memory of each."""
+    from edgevit.models.checkpoint import STUDENT_FILE, load_student
+    from edgevit.profile.runners import load_artifact, torch_predictor
+    from edgevit.runtimes import open_predictor
+
+    model, meta = load_student(run_dir / STUDENT_FILE)
+    size = int(meta.get("img_size") or 224)
+    x = make_input([1, 3, size, size], timing.batch or 1)
+    opened: dict[str, Any] = {}
+    for key, row, opener in [(BASELINE, None, lambda: torch_predictor(model, timing.threads))] + [
+            (f"{r.target}/{r.precision}", r, lambda r=r: open_predictor(
+                load_artifact(artifact_dir(run_dir, r.target, r.precision)), threads=timing.threads))
+            for r in rows if _local(r, targets[r.target])]:
+        with PeakMemory() as mem:
+            t0 = time.perf_counter()
+            fn = opener()
+            fn(x)
+            load_ms = (time.perf_counter() - t0) * 1000
+        opened[key] = {"fn": fn, "row": row, "load_ms": load_ms, "peak_mem_mb": mem.peak_mb,
+                       "runtime": getattr(fn, "runtime", "pytorch eager")}
+    return {"x": x, "opened": opened}
+
+
+def benchmark(run: str | Path, targets: str | list[str] = "all", precisions: str | list[str] = "all", *,
+              max_drop: float = 0.5, min_accuracy: float | None = None, timing: Timing | None = None,
+              device: Device | None = None, calibration: int | None = None, reuse_exports: bool = False,
+              rounds: int = ROUNDS, detail: bool = False, log: Callable[[str], None] = print) -> BenchmarkResult:
+    """Every row of the table with each target's pick, and the session's context (baseline, threads, load)."""
+    timing = timing or Timing(threads=os.cpu_count() or 1)
+    device = device or Device()
+    pick([], max_drop, min_accuracy)  # bad --max-drop / --min-accuracy fail before any work
+    run_dir = resolve_run(run)
+    tlist = _targets(targets)
+    by_name = {t.name: t for t in tlist}
+    jobs = [(t, p) for t in tlist for p in _precisions(t, precisions)]
+    rows, torch_top1 = _export_rows(run_dir, jobs, calibration, reuse_exports, log)
+    base = Row(BASELINE, "pytorch", "fp32", top1=torch_top1, agreement=100.0, speedup=1.0)
+    timed = _time_local(run_dir, [base] + rows, by_name, timing, rounds, log) if device.local else {}
+    for row in rows:
+        if row.note.startswith("export failed") or f"{row.target}/{row.precision}" in timed:
+            continue
+        if device.local and (row.format == "tensorrt" or not _local(row, by_name[row.target])):
+            _time_remote_or_say_why(run_dir, row, by_name[row.target], timing, log)
+        elif not device.local:
+            _time_remote_or_say_why(run_dir, row, by_name[row.target], timing, log, device)
+    if base.median_ms:
+        for row in rows:
+            if row.median_ms:
+                row.speedup = base.median_ms / row.median_ms
+    all_rows = [Row(**r) for r in pick([base] + rows, max_drop, min_accuracy, baseline_top1=torch_top1)]
+    context = {"run": run_dir.name, "baseline_median_ms": base.median_ms, "threads": timing.threads,
+               "batch": timing.batch or 1, "iterations": timing.iterations, "warmup": timing.warmup,
+               "rounds": rounds, "max_drop": max_drop, "min_accuracy": min_accuracy, "torch_top1": torch_top1,
+               "input": input_description([timing.batch or 1, 3, "H", "W"]), "load": machine_load(),
+               "device": device_description(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    result = BenchmarkResult(all_rows, context)
+    if detail:
+        result.detail = _detail(run_dir, [r for r in all_rows if r.median_ms and r.target != BASELINE], timing, log)
+    result.files = write_outputs(run_dir, result)
+    return result
+
+
+def _time_local(run_dir: Path, rows: list[Row], targets: dict[str, Any], timing: Timing, rounds: int,
+                log: Callable[[str], None]) -> dict[str, Row]:
+    """Interleaved timing of the baseline and every artifact that runs here; one ledger row each."""
+    session = _open_local(run_dir, rows[1:], targets, timing)
+    opened = session["opened"]
+    calls = max(1, -(-timing.iterations // rounds))
+    wall, _ = interleaved({k: v["fn"] for k, v in opened.items()}, session["x"], rounds, calls, timing.warmup)
+    timed: dict[str, Row] = {}
+    for key, o in opened.items():
+        row = o["row"] or rows[0]
+        stats = summarize(wall[key], batch=timing.batch or 1, warmup=timing.warmup)
+        row.median_ms, row.p90_ms, row.load_ms, row.peak_mem_mb = stats.median_ms, stats.p90_ms, o["load_ms"], o["peak_mem_mb"]
+        row.runtime, row.device = o["runtime"], device_description()
+        result = ProfileResult(runtime=row.runtime, format=row.format, precision=row.precision, device=row.device,
+                               threads=timing.threads, batch=timing.batch or 1, input_shape=list(session["x"].shape),
+                               stats=stats, peak_mem_mb=o["peak_mem_mb"],
+                               extra={"input": input_description(list(session["x"].shape)), "load": machine_load(),
+                                      "interleaved_rounds": rounds,
+                                      **({"artifact": str(artifact_dir(run_dir, row.target, row.precision))}
+                                         if row.target != BASELINE else {})})
+        result.load_ms = o["load_ms"]
+        folder = artifact_dir(run_dir, row.target, row.precision) if row.target != BASELINE else None
+        record(run_dir, row.target, result, folder)
+        timed[key] = row
+        log(f"{row.target} {row.precision}: {result.summary_line()}")
+    return timed
+
+
+def _time_remote_or_say_why(run_dir: Path, row: Row, target: Any, timing: Timing, log: Callable[[str], None],
+                            device: Device | None = None) -> None:
+    """A row this machine cannot run: time it on the device (the one given, else the target's own
+    SSH device), or say why not."""
+    from edgevit.profile.stage import _device_for
+
+    folder = artifact_dir(run_dir, row.target, row.precision)
+    try:  # locally this raises with the reason (no trtexec, no macOS, runtime not installed)
+        result = profile_artifact_on(folder, target, device or _device_for(Device(), target), timing)
+    except EdgevitError as exc:
+        row.note = "; ".join(filter(None, [row.note, f"not timed: {exc}"]))
+        log(f"{row.target} {row.precision}: {row.note}")
+        return
+    record(run_dir, row.target, result, folder)
+    row.median_ms, row.p90_ms, row.runtime, row.device = result.stats.median_ms, result.stats.p90_ms, result.runtime, result.device
+    log(f"{row.target} {row.precision}: {result.summary_line()}")
+
+
+def _detail(run_dir: Path, rows: list[Row], timing: Timing, log: Callable[[str], None]) -> dict[str, list[dict]]:
+    """The five ops that take the most time in each timed artifact, from its runtime's own profiler."""
+    from edgevit.profile.detail import top_ops
+
+    out: dict[str, list[dict]] = {}
+    for row in rows:
+        key = f"{row.target}/{row.precision}"
+        try:
+            out[key] = top_ops(artifact_dir(run_dir, row.target, row.precision), threads=timing.threads, n=5)
+        except EdgevitError as exc:
+            out[key] = [{"error": str(exc)}]
+            log(f"{key}: no per-op detail ({exc})")
+    return out
 
 
 def _fmt(v: Any, spec: str) -> str:
@@ -139,49 +251,43 @@ def _fmt(v: Any, spec: str) -> str:
 
 
 def format_table(rows: list[Row]) -> str:
-    head = f"{'target':<16} {'format':<9} {'prec':<5} {'size MB':>8} {'top-1 %':>8} {'agree %':>8} " \
-           f"{'median ms':>10} {'p90 ms':>8} {'speed-up':>9}  note"
+    head = (f"{'target':<17} {'format':<10} {'prec':<12} {'size MB':>8} {'top-1 %':>8} {'agree %':>8} "
+            f"{'median ms':>10} {'p90 ms':>8} {'speed-up':>9} {'load ms':>8} {'mem MB':>7}  pick / why")
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r.target:<16} {r.format:<9} {r.precision:<5} {_fmt(r.size_mb, '8.2f')} {_fmt(r.top1, '8.2f')} "
+        verdict = ("PICK: " if r.pick else "") + r.why
+        lines.append(f"{r.target:<17} {r.format:<10} {r.precision:<12} {_fmt(r.size_mb, '8.2f')} {_fmt(r.top1, '8.2f')} "
                      f"{_fmt(r.agreement, '8.2f')} {_fmt(r.median_ms, '10.2f')} {_fmt(r.p90_ms, '8.2f')} "
-                     f"{_fmt(r.speedup, '8.2f') + ('x' if r.speedup else ' ')}  {r.note[:90]}")
+                     f"{_fmt(r.speedup, '8.2f') + ('x' if r.speedup else ' ')} {_fmt(r.load_ms, '8.0f')} "
+                     f"{_fmt(r.peak_mem_mb, '7.0f')}  {verdict[:110]}")
     return "\n".join(lines)
 
 
-def write_outputs(run_dir: Path, rows: list[Row], context: dict[str, Any]) -> tuple[Path, Path]:
+def picks(rows: list[Row]) -> list[str]:
+    """One line per target: what to ship there and why (or that nothing qualifies)."""
+    out = []
+    for target in dict.fromkeys(r.target for r in rows if r.target != BASELINE):
+        group = [r for r in rows if r.target == target]
+        chosen = next((r for r in group if r.pick), None)
+        out.append(f"{target}: ship {chosen.format} {chosen.precision} -- {chosen.why}" if chosen else
+                   f"{target}: no pick -- {group[0].why}")
+    return out
+
+
+def write_outputs(run_dir: Path, result: BenchmarkResult) -> list[Path]:
     out = run_dir / BENCH_DIR
     out.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out / "benchmark.csv", out / "benchmark.json"
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(asdict(result.rows[0])))
         writer.writeheader()
-        writer.writerows(asdict(r) for r in rows)
-    json_path.write_text(json.dumps({"context": context, "rows": [asdict(r) for r in rows]}, indent=2, default=str))
-    return csv_path, json_path
+        writer.writerows(asdict(r) for r in result.rows)
+    write_json(json_path, {"context": result.context, "rows": [asdict(r) for r in result.rows],
+                           "picks": picks(result.rows), "detail": result.detail})
+    return [csv_path, json_path]
 
 
 def below_floor(rows: list[Row], floor: float) -> list[Row]:
     """Rows with a measured top-1 under the floor (in %; a floor <= 1 is a fraction)."""
     floor = floor * 100 if floor <= 1 else floor
     return [r for r in rows if r.top1 is not None and r.top1 < floor]
-
-
-def run(args: argparse.Namespace) -> int:
-    run_dir = resolve_run(args.run, args.runs_dir)
-    if args.threads is None:  # one explicit thread count for every runtime, stated in the output
-        args.threads = os.cpu_count() or 1
-    rows, context = benchmark(run_dir, args)
-    print()
-    print(f"run {context['run']}: batch {context['batch']}, threads {context['threads'] or 'runtime default'}, "
-          f"input {context['input']}; machine load {context['load']}")
-    print(format_table(rows))
-    csv_path, json_path = write_outputs(run_dir, rows, context)
-    print(f"wrote {csv_path}, {json_path} and ledger rows in {run_dir.parent / 'ledger.sqlite'}")
-    if args.min_accuracy is not None:
-        missed = below_floor(rows, args.min_accuracy)
-        if missed:
-            names = ", ".join(f"{r.target}/{r.precision} ({r.top1:.2f}%)" for r in missed)
-            print(f"edgevit: below the --min-accuracy floor of {args.min_accuracy}: {names}")
-            return EXIT_BELOW_FLOOR
-    return 0

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from edgevit.errors import EdgevitError
 from edgevit.profile.runners import ProfileResult
-from edgevit.profile.trtexec import parse_trtexec, trtexec_command, trtexec_stats
+from edgevit.profile.trtexec import artifact_command, parse_trtexec, trtexec_stats
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the edgevit package folder
 TRTEXEC_CANDIDATES = ("trtexec", "/usr/src/tensorrt/bin/trtexec")  # JetPack puts it off PATH
@@ -209,20 +209,19 @@ class SshRunner:
                            "install TensorRT (JetPack) or pass --remote-tool PATH")
 
     def profile_trtexec(self, artifact_dir: str | Path, *, precision: str, iterations: int = 200,
-                        warmup_ms: int = 500, batch: int = 1, tool: str | None = None,
-                        model_file: str | None = None, extra: list[str] | None = None) -> ProfileResult:
-        """Build a TensorRT engine from the artifact's ONNX on the device and time it with trtexec."""
+                        batch: int = 1, tool: str | None = None) -> ProfileResult:
+        """Build the artifact's TensorRT engine on the device with the exact command its build_engine.sh
+        holds (edgevit.profile.trtexec.artifact_command), from a copy of the artifact folder, and time it."""
         from edgevit.profile.runners import load_artifact
 
         artifact = load_artifact(artifact_dir)
-        onnx = model_file or artifact.files[0]
         trtexec = self.find_trtexec(tool)
+        argv = artifact_command(artifact.manifest, trtexec, iterations)
         tmp = self.make_tempdir()
         try:
             self.upload(tmp, {"artifact": Path(artifact_dir)})
-            argv = trtexec_command(f"{tmp}/artifact/{onnx}", f"{tmp}/model.engine", precision,
-                                   iterations=iterations, warmup_ms=warmup_ms, trtexec=trtexec, extra=extra)
-            proc = self.run(argv, "building and timing the TensorRT engine", check=False)
+            remote = ["sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", f"{tmp}/artifact", *argv]
+            proc = self.run(remote, "building and timing the TensorRT engine", check=False)
         finally:
             self.cleanup(tmp)
         text = proc.stdout.decode(errors="replace") + "\n" + proc.stderr.decode(errors="replace")

@@ -60,6 +60,30 @@ def summarize(times_ms: Sequence[float], batch: int = 1, warmup: int = 0) -> Lat
                         iterations=n, warmup=warmup, batch=batch)
 
 
+def interleaved(fns: dict[str, Callable[[Any], Any]], x: Any, rounds: int, calls: int,
+                warmup: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Round-robin timing: every round gives every variant `calls` timed calls after 2 untimed ones.
+
+    On a machine shared with other work, timing variants one after another charges each with
+    whatever load ran during its turn; rounds spread the load evenly, so ratios stay honest.
+    Returns wall-clock ms per call and process CPU ms per call (at 1 thread the CPU time does not
+    include waiting for a core: the load-robust estimate of the idle latency).
+    """
+    for fn in fns.values():
+        time_calls(lambda fn=fn: fn(x), 0, warmup)
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for key, fn in fns.items():
+            time_calls(lambda fn=fn: fn(x), 0, 2)
+            for _ in range(calls):
+                c0, t0 = time.process_time_ns(), time.perf_counter_ns()
+                fn(x)
+                wall[key].append((time.perf_counter_ns() - t0) / 1e6)
+                cpu[key].append((time.process_time_ns() - c0) / 1e6)
+    return wall, cpu
+
+
 def time_calls(fn: Callable[[], Any], iterations: int, warmup: int) -> list[float]:
     """Run `fn` warm-up times untimed, then `iterations` times timed one by one (ms each)."""
     for _ in range(warmup):

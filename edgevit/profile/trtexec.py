@@ -10,6 +10,7 @@ kernels only), with the host latency and throughput kept alongside. TensorRT 8.4
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from edgevit.errors import EdgevitError
@@ -74,22 +75,38 @@ def parse_trtexec(text: str) -> dict[str, Any]:
     return out
 
 
-def trtexec_command(onnx: str, engine: str, precision: str, *, iterations: int = 200, warmup_ms: int = 500,
-                    shapes: str | None = None, trtexec: str = "trtexec", extra: list[str] | None = None) -> list[str]:
-    """argv for trtexec: build an engine at `precision` from `onnx`, save it, then time it.
+def trtexec_command(tool: str = "trtexec", *, precision: str, fp32_layers: Sequence[str] = (),
+                    workspace_mb: int = 1024, use_dla: bool = False, iterations: int = 200, warmup_ms: int = 500,
+                    onnx: str = "model.onnx", engine: str = "model.engine") -> list[str]:
+    """THE trtexec call for an artifact, run from its folder: build the engine at `precision`, save it,
+    time it. The export's build_engine.sh and the profilers (SSH and local) all use this function with
+    the build settings the export recorded (manifest["trtexec_build"]), so the engine timed on the
+    device is the engine shipped.
 
-    int8 also allows fp16 so that layers left unquantized (LayerNorm, Softmax) run in fp16 rather
-    than fp32; an explicit Q/DQ ONNX decides which layers are int8. `--percentile=90,95,99` is not
-    passed: older trtexec accepts a single value only, and newer ones print these three by default.
+    fp16/int8 pin `fp32_layers` (every LayerNormalization) to FP32 (`--precisionConstraints=obey`):
+    FP16 LayerNorm overflows in ViTs. int8 also allows fp16, so layers an explicit Q/DQ ONNX leaves
+    unquantized run in fp16. `--percentile=90,95,99` is not passed: older trtexec accepts a single
+    value only, and newer ones print these three by default.
     """
     flags = {"fp32": [], "fp16": ["--fp16"], "bf16": ["--bf16"], "int8": ["--int8", "--fp16"]}
     if precision not in flags:
         raise EdgevitError(f"trtexec cannot build precision '{precision}' (choose {', '.join(flags)})")
-    argv = [trtexec, f"--onnx={onnx}", f"--saveEngine={engine}", *flags[precision],
-            f"--iterations={iterations}", f"--warmUp={warmup_ms}", "--duration=0", "--avgRuns=10"]
-    if shapes:
-        argv.append(f"--shapes={shapes}")
-    return argv + list(extra or [])
+    argv = [tool, f"--onnx={onnx}", f"--saveEngine={engine}", f"--memPoolSize=workspace:{workspace_mb}M",
+            *flags[precision]]
+    if precision != "fp32" and fp32_layers:
+        argv += ["--precisionConstraints=obey", "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in fp32_layers)]
+    if use_dla:
+        argv += ["--useDLACore=0", "--allowGPUFallback"]
+    return argv + [f"--iterations={iterations}", f"--warmUp={warmup_ms}", "--duration=0", "--avgRuns=10"]
+
+
+def artifact_command(manifest: dict[str, Any], tool: str, iterations: int = 200) -> list[str]:
+    """The trtexec call for an exported TensorRT artifact (its recorded build settings, this tool)."""
+    build = manifest.get("trtexec_build")
+    if not build:
+        raise EdgevitError("this TensorRT artifact has no recorded build settings (trtexec_build in manifest.json): "
+                           "export it again with this edgevit")
+    return trtexec_command(tool, **build, iterations=iterations)
 
 
 def trtexec_stats(parsed: dict[str, Any], batch: int = 1) -> "LatencyStats":

@@ -1,0 +1,26 @@
+"""The stages as typed Python functions: what the CLI, the notebooks and scripts call.
+
+    from edgevit.api import load_recipe, distill, export, profile, benchmark, Timing
+    recipe, _ = load_recipe("quickstart")
+    summary = distill(recipe, "runs/mine")
+    result = export("runs/mine", "openvino-cpu", "int8")
+    print(profile("runs/mine", "openvino-cpu", "int8", timing=Timing(threads=2)).summary_line())
+    table = benchmark("runs/mine", max_drop=0.5)
+
+Every stage writes its files under runs/<run>/ and its rows into runs/ledger.sqlite; bad input
+raises `EdgevitError` with a one-line message.
+"""
+
+from edgevit.config import Recipe, Target, apply_overrides, load_recipe, load_target
+from edgevit.distill.pipeline import distill
+from edgevit.errors import EdgevitError
+from edgevit.export.pipeline import ExportResult, InputsCache, RunInputs
+from edgevit.export.pipeline import export_run as export
+from edgevit.profile.benchmark import BenchmarkResult, benchmark
+from edgevit.profile.runners import ProfileResult
+from edgevit.profile.stage import Device, Timing, profile
+from edgevit.runs import Ledger
+
+__all__ = ["BenchmarkResult", "Device", "EdgevitError", "ExportResult", "InputsCache", "Ledger", "ProfileResult",
+           "Recipe", "RunInputs", "Target", "Timing", "apply_overrides", "benchmark", "distill", "export",
+           "load_recipe", "load_target", "profile"]
