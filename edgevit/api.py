@@ -6,6 +6,7 @@
     result = export("runs/mine", "openvino-cpu", "int8")
     print(profile("runs/mine", "openvino-cpu", "int8", timing=Timing(threads=2)).summary_line())
     table = benchmark("runs/mine", max_drop=0.5)
+    html = report("runs")  # runs/reports/accuracy_latency_report.html
 
 Every stage writes its files under runs/<run>/ and its rows into runs/ledger.sqlite; bad input
 raises `EdgevitError` with a one-line message.
@@ -19,8 +20,9 @@ from edgevit.export.pipeline import export_run as export
 from edgevit.profile.benchmark import BenchmarkResult, benchmark
 from edgevit.profile.runners import ProfileResult
 from edgevit.profile.stage import Device, Timing, profile
+from edgevit.report import report
 from edgevit.runs import Ledger
 
 __all__ = ["BenchmarkResult", "Device", "EdgevitError", "ExportResult", "InputsCache", "Ledger", "ProfileResult",
            "Recipe", "RunInputs", "Target", "Timing", "apply_overrides", "benchmark", "distill", "export",
-           "load_recipe", "load_target", "profile"]
+           "load_recipe", "load_target", "profile", "report"]

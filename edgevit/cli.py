@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("edgevit.export.command", "export a run's student for a hardware target and verify it"),
     "profile": ("edgevit.profile.command", "measure an exported model's latency in its runtime, here or over SSH"),
     "benchmark": ("edgevit.profile.benchmark_command", "export + verify + time every target; name what to ship on each"),
+    "report": ("edgevit.report.command", "the runs ledger as an HTML report: tables, accuracy-vs-latency plots"),
     "recipes": ("edgevit.catalog", "list the shipped training recipes"),
     "targets": ("edgevit.catalog", "list the shipped hardware targets"),
 }

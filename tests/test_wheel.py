@@ -28,7 +28,8 @@ def wheel_venv(tmp_path_factory) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     target = next((venv / "lib").glob("python3*/site-packages"))
     (target / "borrowed.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    out = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", "--no-index", str(wheel)],
+    out = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", "--no-index", "--ignore-installed",
+                          str(wheel)],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     return venv
@@ -62,3 +63,14 @@ def test_installed_wheel_runs_from_an_empty_folder(wheel_venv: Path, tmp_path: P
     run = edgevit("distill", "--epochs", "1", "--teacher-epochs", "1", "--out", "runs/wheel")
     assert run.returncode == 0, run.stderr[-2000:]
     assert (tmp_path / "runs" / "wheel" / "student.pt").is_file() and "top-1" in run.stdout
+
+
+def test_installed_wheel_runs_report(wheel_venv: Path, tmp_path: Path) -> None:
+    """`edgevit report` from the wheel: its notebooks are package data, run in a kernel of that venv."""
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": ""}
+    (tmp_path / "runs").mkdir()
+    out = subprocess.run([str(wheel_venv / "bin" / "edgevit"), "report", "--runs", "runs"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    html = (tmp_path / "runs" / "reports" / "accuracy_latency_report.html").read_text()
+    assert "No runs ledger at" in html and "Accuracy and latency report" in html
