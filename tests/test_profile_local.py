@@ -146,7 +146,14 @@ def test_benchmark_table_files_ledger_and_floor(run_dir: Path, capsys: pytest.Ca
         assert r["median_ms"] > 0 and r["p90_ms"] >= r["median_ms"] and r["speedup"] > 0 and r["size_mb"] > 0
         assert r["agreement"] is not None and r["top1"] is not None
     assert (run_dir / "benchmark" / "benchmark.csv").read_text().startswith("target,format,precision")
-    assert {"pytorch", "onnx", "openvino-cpu"} <= {r["target"] for r in Ledger(run_dir.parent).profiles(run_dir.name)}
+    profiles = Ledger(run_dir.parent).profiles(run_dir.name)
+    assert {"pytorch", "onnx", "openvino-cpu"} <= {r["target"] for r in profiles}
+    # each target's verdict is in the table, the JSON and the ledger (what reports read)
+    assert len(bench["picks"]) == 2 and all(line.split(":")[0] in ("onnx", "openvino-cpu") for line in bench["picks"])
+    for r in bench["rows"]:
+        assert r["why"] and isinstance(r["pick"], bool) and r["load_ms"] > 0
+    verdicts = [p["extra"]["benchmark"] for p in profiles if "benchmark" in (p["extra"] or {})]
+    assert len(verdicts) >= 3 and all("why" in v for v in verdicts)
     # a random-weight student is far below a 99 % floor: the table still prints, the exit is 1
     assert main(common + ["--min-accuracy", "99"]) == 1
     assert "below the --min-accuracy floor" in capsys.readouterr().out

@@ -162,17 +162,23 @@ def benchmark(run: str | Path, targets: str | list[str] = "all", precisions: str
     base = Row(BASELINE, "pytorch", "fp32", top1=torch_top1, agreement=100.0, speedup=1.0)
     timed = _time_local(run_dir, [base] + rows, by_name, timing, rounds, log) if device.local else {}
     for row in rows:
-        if row.note.startswith("export failed") or f"{row.target}/{row.precision}" in timed:
-            continue
-        if device.local and (row.format == "tensorrt" or not _local(row, by_name[row.target])):
-            _time_remote_or_say_why(run_dir, row, by_name[row.target], timing, log)
-        elif not device.local:
-            _time_remote_or_say_why(run_dir, row, by_name[row.target], timing, log, device)
+        key = f"{row.target}/{row.precision}"
+        if not row.note.startswith("export failed") and key not in timed:
+            measured = _time_remote_or_say_why(run_dir, row, by_name[row.target], timing, log,
+                                               None if device.local else device)
+            if measured is not None:
+                timed[key] = measured
     if base.median_ms:
         for row in rows:
             if row.median_ms:
                 row.speedup = base.median_ms / row.median_ms
     all_rows = [Row(**r) for r in pick([base] + rows, max_drop, min_accuracy, baseline_top1=torch_top1)]
+    for row in all_rows:  # the ledger's profile rows carry the verdict, so reports can show the picks
+        key = BASELINE if row.target == BASELINE else f"{row.target}/{row.precision}"
+        if key in timed:
+            result, folder = timed[key]
+            result.extra["benchmark"] = {"pick": row.pick, "why": row.why, "max_drop": max_drop}
+            record(run_dir, row.target, result, folder)
     context = {"run": run_dir.name, "baseline_median_ms": base.median_ms, "threads": timing.threads,
                "batch": timing.batch or 1, "iterations": timing.iterations, "warmup": timing.warmup,
                "rounds": rounds, "max_drop": max_drop, "min_accuracy": min_accuracy, "torch_top1": torch_top1,
@@ -186,13 +192,13 @@ def benchmark(run: str | Path, targets: str | list[str] = "all", precisions: str
 
 
 def _time_local(run_dir: Path, rows: list[Row], targets: dict[str, Any], timing: Timing, rounds: int,
-                log: Callable[[str], None]) -> dict[str, Row]:
-    """Interleaved timing of the baseline and every artifact that runs here; one ledger row each."""
+                log: Callable[[str], None]) -> dict[str, tuple[ProfileResult, Path | None]]:
+    """Interleaved timing of the baseline and every artifact that runs here: key -> (result, its folder)."""
     session = _open_local(run_dir, rows[1:], targets, timing)
     opened = session["opened"]
     calls = max(1, -(-timing.iterations // rounds))
     wall, _ = interleaved({k: v["fn"] for k, v in opened.items()}, session["x"], rounds, calls, timing.warmup)
-    timed: dict[str, Row] = {}
+    timed: dict[str, tuple[ProfileResult, Path | None]] = {}
     for key, o in opened.items():
         row = o["row"] or rows[0]
         stats = summarize(wall[key], batch=timing.batch or 1, warmup=timing.warmup)
@@ -206,15 +212,13 @@ def _time_local(run_dir: Path, rows: list[Row], targets: dict[str, Any], timing:
                                       **({"artifact": str(artifact_dir(run_dir, row.target, row.precision))}
                                          if row.target != BASELINE else {})})
         result.load_ms = o["load_ms"]
-        folder = artifact_dir(run_dir, row.target, row.precision) if row.target != BASELINE else None
-        record(run_dir, row.target, result, folder)
-        timed[key] = row
+        timed[key] = (result, artifact_dir(run_dir, row.target, row.precision) if row.target != BASELINE else None)
         log(f"{row.target} {row.precision}: {result.summary_line()}")
     return timed
 
 
 def _time_remote_or_say_why(run_dir: Path, row: Row, target: Any, timing: Timing, log: Callable[[str], None],
-                            device: Device | None = None) -> None:
+                            device: Device | None = None) -> tuple[ProfileResult, Path] | None:
     """A row this machine cannot run: time it on the device (the one given, else the target's own
     SSH device), or say why not."""
     from edgevit.profile.stage import _device_for
@@ -225,10 +229,10 @@ def _time_remote_or_say_why(run_dir: Path, row: Row, target: Any, timing: Timing
     except EdgevitError as exc:
         row.note = "; ".join(filter(None, [row.note, f"not timed: {exc}"]))
         log(f"{row.target} {row.precision}: {row.note}")
-        return
-    record(run_dir, row.target, result, folder)
+        return None
     row.median_ms, row.p90_ms, row.runtime, row.device = result.stats.median_ms, result.stats.p90_ms, result.runtime, result.device
     log(f"{row.target} {row.precision}: {result.summary_line()}")
+    return result, folder
 
 
 def _detail(run_dir: Path, rows: list[Row], timing: Timing, log: Callable[[str], None]) -> dict[str, list[dict]]:
