@@ -8,8 +8,8 @@ calls (after one untimed call), `share` its fraction of the summed time of all p
 - OpenVINO: per-op performance counters (`PERF_COUNT`), executed nodes' real time.
 - ExecuTorch: ETDump (the pip wheel's runtime is built with the event tracer), read with
   `executorch.devtools.Inspector`: XNNPACK's per-op events inside each delegate call plus the
-  portable kernels outside them (the DELEGATE_CALL / OPERATOR_CALL totals are left out, they
-  would count the same time twice). XNNPACK reports whole microseconds, so ops under 1 us show 0
+  portable kernels outside them (the Method::execute / DELEGATE_CALL / OPERATOR_CALL totals are
+  left out: they would count the same time twice). XNNPACK reports whole microseconds, so ops under 1 us show 0
   and are dropped.
 - LiteRT, Core ML, TensorRT: see `_unavailable` (one-line EdgevitError).
 """
@@ -108,24 +108,28 @@ def _executorch(artifact: Artifact, threads: int | None, x: np.ndarray, runs: in
         etdump, debug = str(Path(tmp) / "run.etdp"), str(Path(tmp) / "debug.bin")
         predictor.native.write_etdump_result_to_file(etdump, debug)
         frame = Inspector(etdump_path=etdump).to_dataframe()
-    return _etdump_times(frame)
+    backends = artifact.manifest.get("backends") or []
+    return _etdump_times(frame, backends[0] if len(backends) == 1 else "delegate")
 
 
-def _etdump_times(frame: Any) -> dict[tuple[str, str], list[float]]:
-    """Per-op times from the Inspector's table: ops inside delegate call k are named '... in delegate k'."""
+def _etdump_times(frame: Any, backend: str) -> dict[tuple[str, str], list[float]]:
+    """Per-op times from the Inspector's table: a delegate's ops (named '... in delegate k') and the
+    portable kernels (`native_call_*`); totals (Method::execute, DELEGATE_CALL, OPERATOR_CALL) are skipped."""
     times: dict[tuple[str, str], list[float]] = {}
     delegate, seen = 1, defaultdict(int)
     for row in frame.itertuples():
         name = str(row.event_name)
-        if row.event_block_name != "Execute" or name == "OPERATOR_CALL":
+        if row.event_block_name != "Execute":
             continue
         if name == "DELEGATE_CALL":  # closes the delegate call whose ops came just before it
             delegate += 1
             continue
+        if not row.is_delegated_op and not name.startswith("native_call_"):
+            continue
         raw = [float(v) for v in row.raw][1:] or [float(v) for v in row.raw]  # drop the first (untimed) call
         if row.is_delegated_op:
             kind = re.sub(r"\s*#\d+$", "", name)
-            times[(f"{name} in delegate {delegate}", f"{row.delegate_backend_name or 'delegate'}: {kind}")] = raw
+            times[(f"{name} in delegate {delegate}", f"{row.delegate_backend_name or backend}: {kind}")] = raw
         else:
             kernel = name.removeprefix("native_call_")
             seen[kernel] += 1
