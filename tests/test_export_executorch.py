@@ -64,7 +64,7 @@ def test_fp32_and_int8_run_in_executorch_and_agree(runs, family: str) -> None:
     assert fp32.verification.agreement == 100.0 and fp32.verification.max_abs_diff < 1e-3, fp32.verification.note
     assert int8.verification.agreement >= 95.0, int8.verification.note
     q = int8.artifact.manifest["quantization"]
-    assert q["scheme"] == "static" and q["per_channel"] and q["symmetric"]
+    assert q["scheme"] == "static" and q["per_channel"] and q["symmetric"] and q["ops"] == ["linear", "conv"]
     assert int8.artifact.size_bytes() < fp32.artifact.size_bytes()
     if family == "convmixer":  # a pure conv net: XNNPACK takes it whole, in one call
         d = fp32.artifact.manifest["delegation"]
@@ -186,6 +186,7 @@ def test_core_ml_delegate_lowers_on_linux_but_runs_only_on_apple(runs, tmp_path:
     ("precisions: [fp32]\nruntime:\n  delegates: [tpu]\n", "runtime.delegates must list some of xnnpack, coreml"),
     ("precisions: [int8]\nruntime:\n  delegates: [coreml]\n", "Core ML delegate is fp32-only"),
     ("precisions: [int8]\nquantization:\n  scheme: weight-only\n", "schemes static and dynamic"),
+    ("precisions: [int8]\nquantization:\n  options:\n    ops: [linear, softmax]\n", "takes only ops: a list of linear"),
     ("precisions: [fp32]\ndynamic_batch: true\n", "static batch"),
 ])
 def test_bad_target_is_one_line(tmp_path: Path, yaml: str, message: str) -> None:

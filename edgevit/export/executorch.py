@@ -1,8 +1,9 @@
 """ExecuTorch `.pte` for mobile CPUs: torch.export -> edge dialect -> delegate(s) -> to_executorch.
 
 fp32 lowers to the XNNPACK delegate; int8 first quantizes with PT2E (`XNNPACKQuantizer`, symmetric,
-per-channel weights; static activations calibrated on training images, or dynamic) and then
-lowers the same way. Whatever the delegate does not take runs in ExecuTorch's portable kernels:
+per-channel weights; static activations calibrated on training images, or dynamic; linear and
+conv layers by default, see `_quantize`) and then lowers the same way. Whatever the delegate
+does not take runs in ExecuTorch's portable kernels:
 the export still succeeds, and the manifest's `delegation` says what fraction of the graph the
 delegate took and which ops fell back (on XNNPACK 1.5.1 e.g. LayerNorm, which it has no node for).
 
@@ -43,6 +44,10 @@ TOOLS = ("executorch", "torchao", "coremltools")
 MODEL_FILE = "model.pte"
 DELEGATES = ("xnnpack", "coreml")
 _STRUCTURAL = {"getitem"}  # tuple access nodes: not ops that run anywhere
+QUANT_OPS = {"linear": torch.ops.aten.linear.default, "conv": torch.ops.aten.conv2d.default,
+             "add": torch.ops.aten.add.Tensor, "mul": torch.ops.aten.mul.Tensor, "cat": torch.ops.aten.cat.default,
+             "adaptive_avg_pool2d": torch.ops.aten.adaptive_avg_pool2d.default}
+DEFAULT_QUANT_OPS = ("linear", "conv")
 
 
 def export(model: torch.nn.Module, sample: torch.Tensor, target: Target, precision: str,
@@ -127,7 +132,12 @@ def _unbind(x: torch.Tensor, dim: int = 0) -> list[torch.Tensor]:
 
 def _quantize(program: Any, sample: torch.Tensor, target: Target,
               calibration: np.ndarray | None) -> tuple[Any, dict[str, Any]]:
-    """PT2E INT8 with XNNPACK's quantizer; returns the re-exported quantized program."""
+    """PT2E INT8 with XNNPACK's quantizer; returns the re-exported quantized program.
+
+    Static INT8 quantizes the ops in `quantization.options.ops` (default linear and conv): the
+    quantizer's global setting also quantizes residual adds, muls and cats, which costs a ViT much
+    more accuracy (DeiT-Ti/224, random weights, top-1 agreement with FP32 on 128 photo crops: 46 %
+    with all ops, 88 % with linear + conv; dynamic INT8 94.5 %)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
                                                                          get_symmetric_quantization_config)
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -135,13 +145,18 @@ def _quantize(program: Any, sample: torch.Tensor, target: Target,
     q = target.quantization
     if q.scheme not in ("static", "dynamic"):
         raise EdgevitError(f"executorch INT8 supports the quantization schemes static and dynamic (got {q.scheme})")
-    if q.options:
-        raise EdgevitError(f"executorch quantization takes no options (got {', '.join(map(str, q.options))})")
+    options = dict(q.options)
+    ops = [str(o) for o in options.pop("ops", DEFAULT_QUANT_OPS)]
+    if options or not ops or set(ops) - set(QUANT_OPS):
+        raise EdgevitError(f"executorch quantization.options takes only ops: a list of {', '.join(QUANT_OPS)} "
+                           f"(got {dict(q.options)})")
     dynamic = q.scheme == "dynamic"
     if not dynamic and (calibration is None or not len(calibration)):
         raise EdgevitError("executorch static INT8 needs calibration images (--calibration N, N >= 1)")
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=q.per_channel,
-                                                                               is_dynamic=dynamic))
+    config = get_symmetric_quantization_config(is_per_channel=q.per_channel, is_dynamic=dynamic)
+    quantizer = XNNPACKQuantizer()
+    for op in ops:
+        quantizer.set_operator_type(QUANT_OPS[op], config)
     prepared = prepare_pt2e(program.module(), quantizer)
     batch = sample.shape[0]
     images = calibration if calibration is not None and not dynamic else sample.numpy()
@@ -149,7 +164,7 @@ def _quantize(program: Any, sample: torch.Tensor, target: Target,
         prepared(torch.from_numpy(np.ascontiguousarray(images[i:i + batch], dtype=np.float32)))
     converted = convert_pt2e(prepared)
     info = {"scheme": q.scheme, "tool": "executorch XNNPACKQuantizer (PT2E)", "symmetric": True,
-            "per_channel": q.per_channel, "activations": "dynamic" if dynamic else "static int8"}
+            "per_channel": q.per_channel, "activations": "dynamic" if dynamic else "static int8", "ops": ops}
     return torch.export.export(converted, (sample,)), info
 
 
