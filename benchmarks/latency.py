@@ -4,7 +4,8 @@
         [--ov-option ENABLE_CPU_PINNING=false]   # better on a machine shared with other work
 
 Exports DeiT-Ti (timm `deit_tiny_distilled_patch16_224`, 1000 classes, random weights, seed 0)
-with edgevit's own format modules, opens each with `edgevit.runtimes.open_predictor`, and times
+with edgevit's own format modules (ONNX Runtime, OpenVINO, LiteRT, ExecuTorch; FP32 and INT8),
+opens each with `edgevit.runtimes.open_predictor`, and times
 them with the shared loop in `edgevit.profile.stats` -- interleaved: each round times every
 variant for a few calls (after two untimed calls, so one runtime's spinning threads do not bill
 the next), and medians are over all rounds. Interleaving spreads a shared machine's changing load
@@ -74,6 +75,9 @@ def variants() -> list[Variant]:
         Variant("litert", "litert", "fp32", "tflite-mobile", note="XNNPACK"),
         Variant("litert", "litert", "int8", "tflite-mobile", scheme="dynamic", note="dynamic-range, XNNPACK"),
         Variant("litert", "litert", "int8-static", "tflite-mobile", scheme="static", note="full integer, XNNPACK"),
+        Variant("executorch", "executorch", "fp32", "executorch-mobile", note="XNNPACK delegate"),
+        Variant("executorch", "executorch", "int8", "executorch-mobile",
+                note="PT2E XNNPACKQuantizer static per-channel, XNNPACK delegate"),
     ]
 
 
@@ -219,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         print_table([r for r in results["rows"] if r["threads"] == t], t, load_before, load_after)
     results["goals"] = goals(results["rows"], threads)
     print_goals(results["goals"])
+    results["executorch_vs_litert"] = executorch_vs_litert(results["rows"], threads)
+    for c in results["executorch_vs_litert"]:
+        print(f"{c['threads']} thread(s): ExecuTorch {c['executorch']} vs LiteRT {c['litert']}: "
+              f"LiteRT median / ExecuTorch median = {c['ratio']:.2f} (> 1: ExecuTorch faster)")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(results, indent=2))
     print(f"wrote {a.out}")
@@ -276,6 +284,19 @@ def goals(rows: list[dict], threads: list[int]) -> list[dict]:
     for g in out:
         g["met"] = g["ratio"] >= g["target"]
         g["short_by_pct"] = None if g["met"] else round((1 - g["ratio"] / g["target"]) * 100, 1)
+    return out
+
+
+def executorch_vs_litert(rows: list[dict], threads: list[int]) -> list[dict]:
+    """ExecuTorch against LiteRT (both XNNPACK on the CPU), same precision, timed side by side."""
+    out = []
+    for t in threads:
+        got = {(r["runtime"], r["precision"]): r for r in rows if r["threads"] == t}
+        for et, lite in (("fp32", "fp32"), ("int8", "int8"), ("int8", "int8-static")):
+            a, b = got.get(("executorch", et)), got.get(("litert", lite))
+            if a and b:
+                out.append({"threads": t, "executorch": et, "litert": lite,
+                            "ratio": round(b["median_ms"] / a["median_ms"], 3)})
     return out
 
 

@@ -143,7 +143,7 @@ class Target(_Strict):
     name: str
     description: str = ""
     aliases: list[str] = Field(default_factory=list)
-    format: Literal["onnx", "openvino", "tflite", "coreml", "tensorrt"]
+    format: Literal["onnx", "openvino", "tflite", "coreml", "tensorrt", "executorch"]
     precision: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"
     precisions: list[Literal["fp32", "fp16", "bf16", "int8"]] = Field(default_factory=lambda: ["fp32"])
     input_size: int | None = Field(None, ge=8, description="None: the run's training size")

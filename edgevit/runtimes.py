@@ -26,6 +26,7 @@ RUNTIMES: dict[str, tuple[str, str]] = {
     "openvino": ("openvino", "openvino"),
     "tflite": ("litert", "ai_edge_litert"),
     "coreml": ("coreml", "coremltools"),
+    "executorch": ("executorch", "executorch"),
 }
 
 _OV_PRECISIONS = {"fp32": "f32", "f32": "f32", "fp16": "f16", "f16": "f16", "bf16": "bf16"}
@@ -35,14 +36,16 @@ class Predictor:
     """Callable over a batch of float32 NCHW images; runs a static-batch model chunk by chunk.
 
     `runtime` names the runtime, `settings` the effective options (threads, hints) so a latency
-    record can say exactly what was measured.
+    record can say exactly what was measured; `native` is the runtime's own object (session,
+    infer request, program) for its profiler (edgevit.profile.detail).
     """
 
     def __init__(self, runtime: str, run: Callable[[np.ndarray], np.ndarray], batch: int | None,
-                 settings: dict[str, Any], close: Callable[[], None] | None = None):
+                 settings: dict[str, Any], close: Callable[[], None] | None = None, native: Any = None):
         self.runtime = runtime
         self.batch = batch  # None: any batch size in one call
         self.settings = settings
+        self.native = native
         self._run = run
         self._close = close
 
@@ -72,6 +75,31 @@ def runtime_available(fmt: str) -> tuple[bool, str]:
     return True, runtime
 
 
+def import_runtime(fmt: str) -> None:
+    """Import a format's runtime now, so a load-time measurement does not time Python's imports."""
+    import importlib
+
+    if fmt == "executorch":
+        _portable_lib()
+    elif fmt == "tflite":
+        importlib.import_module("ai_edge_litert.interpreter")
+    elif fmt in RUNTIMES:
+        importlib.import_module(RUNTIMES[fmt][1])
+
+
+def runs_here(artifact: Artifact) -> tuple[bool, str]:
+    """Whether this artifact (not just its format) can run here: an ExecuTorch .pte also needs
+    every backend it delegates to (a Core ML-delegated .pte needs Apple's CoreMLBackend)."""
+    ok, why = runtime_available(artifact.format)
+    if not ok or artifact.format != "executorch":
+        return ok, why
+    missing = _missing_backends(artifact)
+    if missing:
+        return False, (f"not verifiable here: the .pte delegates to {', '.join(missing)}, which this ExecuTorch "
+                       "runtime lacks (the Core ML delegate runs on Apple devices)")
+    return True, why
+
+
 def open_predictor(artifact: Artifact | str | Path, threads: int | None = None, **options: Any) -> Predictor:
     """Load an artifact in its runtime. `threads` None keeps the runtime's default.
 
@@ -82,6 +110,9 @@ def open_predictor(artifact: Artifact | str | Path, threads: int | None = None, 
       (LATENCY|THROUGHPUT), device (CPU), and any other OpenVINO property by its name.
     - litert: none besides threads.
     - coreml (macOS only): compute_units (ALL|CPU_ONLY|CPU_AND_GPU|CPU_AND_NE).
+    - executorch: etdump (true: record ExecuTorch's per-op profile; edgevit.profile.detail reads it).
+      `threads` sizes ExecuTorch's process-wide thread pool (XNNPACK runs on it); the predictor
+      resets it before a call when another predictor changed it.
     """
     if not isinstance(artifact, Artifact):
         if not (Path(artifact) / MANIFEST).exists():
@@ -93,7 +124,7 @@ def open_predictor(artifact: Artifact | str | Path, threads: int | None = None, 
     if threads is not None and threads < 1:
         raise EdgevitError(f"threads must be >= 1 (got {threads})")
     opener = {"onnx": _onnxruntime, "tensorrt": _onnxruntime, "openvino": _openvino,
-              "tflite": _litert, "coreml": _coreml}[artifact.format]
+              "tflite": _litert, "coreml": _coreml, "executorch": _executorch}[artifact.format]
     defaults = dict(artifact.manifest.get("runtime") or {})
     return opener(artifact, threads, {**defaults, **options})
 
@@ -108,7 +139,7 @@ def _unknown(runtime: str, options: dict[str, Any], known: set[str]) -> None:
 def _onnxruntime(artifact: Artifact, threads: int | None, options: dict[str, Any]) -> Predictor:
     import onnxruntime as ort
 
-    _unknown("onnxruntime", options, {"graph_optimization_level", "execution_provider"})
+    _unknown("onnxruntime", options, {"graph_optimization_level", "execution_provider", "profile_prefix"})
     so = ort.SessionOptions()
     levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
               "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
@@ -120,6 +151,9 @@ def _onnxruntime(artifact: Artifact, threads: int | None, options: dict[str, Any
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    if options.get("profile_prefix"):  # onnxruntime's profiler: JSON written by session.end_profiling()
+        so.enable_profiling = True
+        so.profile_file_prefix = str(options["profile_prefix"])
     provider = str(options.get("execution_provider", "CPUExecutionProvider"))
     if provider not in ort.get_available_providers():
         raise EdgevitError(f"onnxruntime has no {provider} here (available: {', '.join(ort.get_available_providers())})")
@@ -129,7 +163,8 @@ def _onnxruntime(artifact: Artifact, threads: int | None, options: dict[str, Any
     batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
     out_name = sess.get_outputs()[0].name
     return Predictor("onnxruntime", lambda x: np.asarray(sess.run([out_name], {name: x})[0], dtype=np.float32), batch,
-                     {"threads": threads, "graph_optimization_level": level, "execution_provider": provider})
+                     {"threads": threads, "graph_optimization_level": level, "execution_provider": provider},
+                     native=sess)
 
 
 # --------------------------------------------------------------------------------------- openvino
@@ -172,7 +207,7 @@ def _openvino(artifact: Artifact, threads: int | None, options: dict[str, Any]) 
     settings = {"threads": threads, "device": device,
                 "INFERENCE_PRECISION_HINT": precision_used.to_string() if hasattr(precision_used, "to_string") else str(precision_used),
                 "PERFORMANCE_HINT": str(compiled.get_property("PERFORMANCE_HINT"))}
-    return Predictor("openvino", run, batch, settings)
+    return Predictor("openvino", run, batch, settings, native=request)
 
 
 # ----------------------------------------------------------------------------------------- litert
@@ -217,6 +252,49 @@ def _coreml(artifact: Artifact, threads: int | None, options: dict[str, Any]) ->
         return np.asarray(model.predict({in_name: x})[out_name], dtype=np.float32)
 
     return Predictor("coreml", run, int(artifact.input_shape[0]), {"threads": threads, "compute_units": units})
+
+
+# ------------------------------------------------------------------------------------- executorch
+def _portable_lib() -> Any:
+    """ExecuTorch's runtime bindings (they import torch); quiet about being experimental."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from executorch.extension.pybindings import portable_lib
+        from executorch.runtime import Runtime
+    return portable_lib, Runtime.get()
+
+
+def _missing_backends(artifact: Artifact) -> list[str]:
+    _, runtime = _portable_lib()
+    return [b for b in artifact.manifest.get("backends") or [] if not runtime.backend_registry.is_available(b)]
+
+
+def _executorch(artifact: Artifact, threads: int | None, options: dict[str, Any]) -> Predictor:
+    import torch
+
+    _unknown("executorch", options, {"etdump"})
+    lib, runtime = _portable_lib()
+    missing = _missing_backends(artifact)
+    if missing:
+        raise EdgevitError(f"{artifact.model_path} delegates to {', '.join(missing)}, which this ExecuTorch runtime "
+                           f"lacks (it has {', '.join(runtime.backend_registry.registered_backend_names)})")
+    if threads and lib._threadpool_get_thread_count() != threads:
+        lib._unsafe_reset_threadpool(threads)
+    etdump = bool(options.get("etdump", False))
+    program = runtime.load_program(artifact.model_path, enable_etdump=etdump)
+    method = program.load_method("forward")
+    batch = int(method.metadata.input_tensor_meta(0).sizes()[0])
+
+    def run(x: np.ndarray) -> np.ndarray:
+        if threads and lib._threadpool_get_thread_count() != threads:  # the pool is process-wide
+            lib._unsafe_reset_threadpool(threads)
+        return np.asarray(method.execute([torch.from_numpy(x)])[0].numpy(), dtype=np.float32)
+
+    settings = {"threads": threads, "threadpool": lib._threadpool_get_thread_count(),
+                "delegates": ",".join(artifact.manifest.get("backends") or []) or "none", "etdump": etdump}
+    return Predictor("executorch", run, batch, settings, native=program)
 
 
 def _first_line(exc: BaseException) -> str:

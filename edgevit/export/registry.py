@@ -19,6 +19,7 @@ FORMATS: dict[str, tuple[str, str]] = {
     "tflite": ("edgevit.export.tflite", "tflite"),
     "coreml": ("edgevit.export.coreml", "coreml"),
     "tensorrt": ("edgevit.export.tensorrt", "tensorrt"),
+    "executorch": ("edgevit.export.executorch", "executorch"),
 }
 
 

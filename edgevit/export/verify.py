@@ -14,7 +14,7 @@ import numpy as np
 
 from edgevit.errors import EdgevitError
 from edgevit.artifact import Artifact
-from edgevit.runtimes import open_predictor, runtime_available
+from edgevit.runtimes import open_predictor, runs_here
 
 MIN_AGREEMENT = 99.0  # % of validation top-1 that a float export must share with PyTorch
 MAX_INT8_DROP = 1.0  # top-1 points an INT8 export may lose against PyTorch
@@ -38,9 +38,10 @@ class Verification:
 def verify(artifact: Artifact, images: np.ndarray, labels: np.ndarray, reference: np.ndarray) -> Verification:
     """Run `images` through the artifact and compare with PyTorch's `reference` logits."""
     torch_top1 = round(float((reference.argmax(1) == labels).mean() * 100), 2)
-    ok, why = runtime_available(artifact.format)
+    extra = f"; {artifact.manifest['note']}" if artifact.manifest.get("note") else ""  # the exporter's own note
+    ok, why = runs_here(artifact)
     if not ok:
-        return Verification(False, why, torch_top1=torch_top1)
+        return Verification(False, why + extra, torch_top1=torch_top1)
     predictor = open_predictor(artifact)
     try:
         out = predictor(images)
@@ -70,4 +71,5 @@ def verify(artifact: Artifact, images: np.ndarray, labels: np.ndarray, reference
                 f"is built from, in {predictor.runtime}: {rule}")
     elif artifact.format == "tensorrt":
         note += "; the FP32 ONNX the engine is built from (TensorRT runs on the device)"
+    note += extra
     return Verification(passed, note, predictor.runtime, len(images), agreement, diff, top1, torch_top1)

@@ -126,7 +126,7 @@ def _open_local(run_dir: Path, rows: list[Row], targets: dict[str, Any], timing:
     """Open the baseline and every locally runnable artifact; load time and peak memory of each."""
     from edgevit.models.checkpoint import STUDENT_FILE, load_student
     from edgevit.profile.runners import load_artifact, torch_predictor
-    from edgevit.runtimes import open_predictor
+    from edgevit.runtimes import import_runtime, open_predictor
 
     model, meta = load_student(run_dir / STUDENT_FILE)
     size = int(meta.get("img_size") or 224)
@@ -136,6 +136,8 @@ def _open_local(run_dir: Path, rows: list[Row], targets: dict[str, Any], timing:
             (f"{r.target}/{r.precision}", r, lambda r=r: open_predictor(
                 load_artifact(artifact_dir(run_dir, r.target, r.precision)), threads=timing.threads))
             for r in rows if _local(r, targets[r.target])]:
+        if row is not None:
+            import_runtime(row.format)  # load time is the model's, not Python's first import of the runtime
         with PeakMemory() as mem:
             t0 = time.perf_counter()
             fn = opener()

@@ -3,14 +3,16 @@
 Every runner gets the same input (seeded standard-normal float32 NCHW, the range of a
 normalised image), the same thread count and the same timing loop (`stats.time_calls`), so a
 difference between two rows is the runtime's and not the harness's. PyTorch eager FP32 is the
-baseline every speed-up is quoted against; ONNX Runtime, OpenVINO and LiteRT predictors come from
-`edgevit.runtimes.open_predictor` (one place that knows how to open each runtime).
+baseline every speed-up is quoted against; ONNX Runtime, OpenVINO, LiteRT and ExecuTorch predictors
+come from `edgevit.runtimes.open_predictor` (one place that knows how to open each runtime). Load
+time (`load_ms`) is opening the predictor plus its first inference, the runtime already imported.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -39,6 +41,7 @@ class ProfileResult:
     stats: LatencyStats
     peak_mem_mb: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    load_ms: float | None = None  # open the predictor + its first inference (None where not measured)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -56,6 +59,7 @@ class ProfileResult:
         p90 = f"{s.p90_ms:.2f}" if s.p90_ms is not None else "n/a"
         p99 = f"{s.p99_ms:.2f}" if s.p99_ms is not None else "n/a"
         mem = f", peak +{self.peak_mem_mb:.0f} MB" if self.peak_mem_mb is not None else ""
+        mem += f", load {self.load_ms:.0f} ms" if self.load_ms is not None else ""
         return (f"{self.runtime} {self.format}/{self.precision} on {self.device}: median {s.median_ms:.2f} ms, "
                 f"p90 {p90}, p99 {p99}, mean {s.mean_ms:.2f}, {s.throughput:.1f} img/s "
                 f"(batch {self.batch}, {self.threads or 'default'} threads, {s.iterations} timed after {s.warmup} warm-up{mem})")
@@ -155,22 +159,26 @@ def profile_artifact(artifact: Any, *, threads: int | None = None, batch: int | 
     if not isinstance(artifact, Artifact):
         artifact = load_artifact(artifact)
     check_runtime(artifact.format)
-    from edgevit.runtimes import open_predictor
+    from edgevit.runtimes import import_runtime, open_predictor
 
     batch = batch or int(artifact.input_shape[0] or 1)
     if batch != artifact.input_shape[0] and not artifact.manifest.get("dynamic_batch", False):
         raise EdgevitError(f"{artifact.directory} was exported for batch {artifact.input_shape[0]}; "
                            f"re-export with dynamic_batch: true to profile batch {batch}")
     x = make_input(artifact.input_shape, batch)
+    import_runtime(artifact.format)  # load time is the model's, not Python's first import of the runtime
     with PeakMemory() as mem:
+        start = time.perf_counter()  # load time: what an app waits for its first answer
         predictor = open_predictor(artifact, threads=threads, **(options or {}))
+        predictor(x)
+        load_ms = (time.perf_counter() - start) * 1e3
         stats = measure(predictor, x, iterations, warmup)
     runtime = getattr(predictor, "runtime", artifact.format)
     extra = {"input": input_description(list(x.shape)), "load": machine_load(), "artifact": str(artifact.directory)}
     extra["settings"] = dict(getattr(predictor, "settings", {}) or {})
     return ProfileResult(runtime=runtime, format=artifact.format, precision=artifact.precision,
                          device=device_description(), threads=threads, batch=batch, input_shape=list(x.shape),
-                         stats=stats, peak_mem_mb=mem.peak_mb, extra=extra)
+                         stats=stats, peak_mem_mb=mem.peak_mb, extra=extra, load_ms=round(load_ms, 3))
 
 
 def load_artifact(directory: str | Path) -> Any:
