@@ -27,6 +27,7 @@ from edgevit.distill.cache import TeacherCache  # noqa: E402
 from edgevit.distill.losses import DistillationLoss  # noqa: E402
 from edgevit.models.students import create_student, student_kwargs  # noqa: E402
 from edgevit.models.teachers import Teacher  # noqa: E402
+from edgevit.train.speed import Precision  # noqa: E402
 
 
 def step_times(img: int, batch: int, precision: str, cached: bool, steps: int, teacher_name: str) -> list[float]:
@@ -35,7 +36,8 @@ def step_times(img: int, batch: int, precision: str, cached: bool, steps: int, t
     student = create_student(name, student_kwargs(name, 10, img, None, 0.1))
     student.set_distilled_training(True)
     student.train()
-    teacher = Teacher([timm.create_model(teacher_name, num_classes=10)], [teacher_name], bf16=precision == "bf16")
+    teacher = Teacher([timm.create_model(teacher_name, num_classes=10)], [teacher_name],
+                      precision=Precision("bf16" if precision == "bf16" else "off"))
     opt = torch.optim.AdamW(student.parameters(), lr=1e-4)
     loss_fn = DistillationLoss(torch.nn.CrossEntropyLoss(), "hard")
     x, y = torch.randn(batch, 3, img, img), torch.randint(0, 10, (batch,))

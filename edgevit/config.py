@@ -45,11 +45,13 @@ class AugConfig(_Strict):
     mixup_switch_prob: float = Field(0.5, ge=0, le=1)
     smoothing: float = Field(0.1, ge=0, lt=1)
     crop_pct: float = Field(0.875, gt=0, le=1)
-    repeated_aug: bool = False
+    repeated_aug: bool = Field(False, description="DeiT's repeated augmentation: each image 3 times per epoch, "
+                               "differently augmented (timm's RepeatAugSampler)")
 
 
 class TeacherConfig(_Strict):
-    names: list[str] = Field(default_factory=lambda: ["regnety_160"], min_length=1)
+    names: list[str] = Field(default_factory=lambda: ["regnety_160"], min_length=1,
+                             description="timm names, 'self', or 'run:NAME' (an earlier run's student)")
     checkpoints: list[str] = Field(default_factory=list, description="one local checkpoint per name, or none")
     pretrained: bool = True
     ensemble: Literal["logits", "probs"] = "logits"
@@ -59,7 +61,9 @@ class TeacherConfig(_Strict):
     finetune_aug: Literal["recipe", "light"] = Field(
         "recipe", description="recipe: the student's augmentation, so the teacher's labels hold on what the "
         "student sees; light: crops only")
-    bf16: bool = True
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field(
+        "auto", description="the teacher's precision (its forward, and its fine-tune); auto: measured")
+    channels_last: Literal["auto"] | bool = "auto"
 
     @field_validator("names", mode="before")
     @classmethod
@@ -79,7 +83,9 @@ class DistillConfig(_Strict):
     type: Literal["none", "soft", "hard"] = "hard"
     alpha: float = Field(0.5, ge=0, le=1)
     tau: float = Field(1.0, gt=0)
-    cache_teacher: bool = False
+    cache_teacher: Literal["auto"] | bool = Field(
+        "auto", description="store the teacher's top-k logits per augmentation round; auto: when rounds repeat "
+        "within the run (cache_rounds < epochs), so the teacher runs once per round instead of every epoch")
     cache_topk: int = Field(10, ge=1)
     cache_rounds: int | None = Field(None, ge=1, description="distinct augmentation rounds; epoch e replays "
                                      "round e % rounds (None: one per epoch, so only later students reuse)")
@@ -103,8 +109,9 @@ class Recipe(_Strict):
     description: str = ""
     epochs: int = Field(300, ge=1)
     seed: int = 0
-    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
-    channels_last: bool = False
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field(
+        "auto", description="the student's autocast; auto: the fastest of fp32/bf16 in a short probe on this machine")
+    channels_last: Literal["auto"] | bool = "auto"
     data: DataConfig = Field(default_factory=DataConfig)
     aug: AugConfig = Field(default_factory=AugConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)

@@ -27,3 +27,13 @@ def targets_dirs() -> list[Path]:
 
 def default_runs_dir() -> Path:
     return Path(os.environ.get("EDGEVIT_RUNS", "runs"))
+
+
+def numbered_run_dir(root: Path, base: str) -> Path:
+    """root/base, or root/base-2, -3, ... when taken: a new run never lands in an old run's folder."""
+    from edgevit.runs import check_run_name
+
+    path, n = root / check_run_name(base), 2
+    while path.exists():
+        path, n = root / f"{base}-{n}", n + 1
+    return path

@@ -128,17 +128,18 @@ DDP_SCRIPT = """
 import sys, torch
 from edgevit.config import AugConfig, OptimConfig
 from edgevit.data import build_datasets
-from edgevit.distill.engine import FitConfig, fit, init_distributed
 from edgevit.models.students import create_student, student_kwargs
+from edgevit.train import DistillationTask, TrainConfig, Trainer, init_distributed
 dist = init_distributed()
 ds = build_datasets({"spec": "digits", "img_size": 16}, AugConfig(hflip=0, auto_augment=None, mixup=0.8, cutmix=1.0))
 torch.manual_seed(dist.rank)  # different initial weights per rank: DDP must broadcast rank 0's
 model = create_student("deit_tiny_distilled_patch16_224", student_kwargs("deit_tiny_distilled_patch16_224", 10, 16, 4, 0.1,
                        {"depth": 1, "embed_dim": 32, "num_heads": 2}))
-cfg = FitConfig(epochs=1, batch_size=32, workers=0, optim=OptimConfig(warmup_epochs=0),
-                aug=AugConfig(hflip=0, auto_augment=None), num_classes=10, seed=0)
+cfg = TrainConfig(epochs=1, batch_size=32, workers=0, optim=OptimConfig(warmup_epochs=0),
+                  aug=AugConfig(hflip=0, auto_augment=None), num_classes=10, seed=0, amp="off", channels_last=False)
 teacher = lambda x: x.mean(dim=(2, 3))[:, :1].repeat(1, 10) * torch.arange(10.0)
-fit(model, torch.utils.data.Subset(ds.train, range(256)), ds.val, cfg, distill=("hard", 0.5, 1.0), teacher=teacher, dist=dist)
+Trainer(DistillationTask(model, teacher, "hard"), torch.utils.data.Subset(ds.train, range(256)), ds.val, cfg,
+        dist=dist, log=lambda m: None).fit()
 torch.save(model.state_dict(), f"{sys.argv[1]}/rank{dist.rank}.pt")
 """
 

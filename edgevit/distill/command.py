@@ -10,16 +10,17 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from edgevit.config import apply_overrides, load_recipe
+from edgevit.config import Recipe, StudentConfig, apply_overrides, load_recipe
 from edgevit.errors import EdgevitError
-from edgevit.paths import default_runs_dir
+from edgevit.models.checkpoint import STUDENT_FILE
+from edgevit.paths import default_runs_dir, numbered_run_dir
 from edgevit.runs import check_run_name
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", nargs="?", help="recipe name (edgevit recipes) or YAML path; default: quickstart")
     p.add_argument("--teacher", action="append", metavar="NAME",
-                   help="timm teacher name; repeat for an ensemble; 'self' = the student's own architecture")
+                   help="timm teacher name; repeat for an ensemble; 'self' = the student's own architecture; run:NAME = an earlier run's student")
     p.add_argument("--teacher-checkpoint", action="append", metavar="PATH", help="local teacher weights, one per --teacher")
     p.add_argument("--teacher-epochs", type=int, help="epochs to fine-tune a teacher whose head does not fit")
     p.add_argument("--no-pretrained", action="store_true", help="do not look for pretrained teacher weights")
@@ -56,24 +57,42 @@ def _overrides(a: argparse.Namespace) -> dict[str, Any]:
             "optim.lr": a.lr, "seed": a.seed, "amp": a.amp}
 
 
+def resolve_recipe(a: argparse.Namespace) -> Recipe:
+    """The recipe with the flags applied. A student named on the command line gets its own defaults:
+    the recipe's student.kwargs and patch size were written for the recipe's student, not for it."""
+    recipe, _ = load_recipe(a.recipe)
+    overrides = _overrides(a)
+    if a.student and a.student != recipe.student.name:
+        recipe = recipe.model_copy(update={"student": StudentConfig(name=a.student, drop_path=recipe.student.drop_path)})
+    return apply_overrides(recipe, overrides)
+
+
+def resume_recipe(a: argparse.Namespace, run_dir: Path) -> Recipe:
+    """--resume continues with the run's own resolved recipe; other training flags would change it."""
+    given = sorted(k for k, v in _overrides(a).items() if v is not None)
+    if given or a.recipe:
+        raise EdgevitError(f"--resume continues {run_dir} with its own recipe ({run_dir / 'recipe.yaml'}); drop "
+                           f"{'the recipe argument' if a.recipe else 'the flags ' + ', '.join(given)}")
+    return load_recipe(str(run_dir / "recipe.yaml"))[0]
+
+
 def _run_dir(out: str | None, recipe_name: str, resume: bool) -> Path:
+    if resume:
+        if not out:
+            raise EdgevitError("--resume needs --out: the run folder to continue")
+        path = Path(out)
+        if (path / STUDENT_FILE).exists():
+            raise EdgevitError(f"{path} is already finished ({STUDENT_FILE} exists); nothing to resume")
+        if not (path / "recipe.yaml").exists():
+            raise EdgevitError(f"--resume: {path} holds no started run (no recipe.yaml); start it without --resume")
+        return path
     if out:
         path = Path(out)
         check_run_name(path.name)
-        if resume:
-            if not (path / "checkpoint.pt").exists() and not any(path.glob("teachers/*.ckpt")):
-                raise EdgevitError(f"--resume: no checkpoint at {path / 'checkpoint.pt'}; start the run without --resume")
-            return path
-        if (path / "student.pt").exists() or (path / "checkpoint.pt").exists():
+        if (path / STUDENT_FILE).exists() or (path / "recipe.yaml").exists():
             raise EdgevitError(f"{path} already holds a run; pass --resume to continue it or another --out")
         return path
-    if resume:
-        raise EdgevitError("--resume needs --out: the run folder to continue")
-    root, base = default_runs_dir(), check_run_name(recipe_name)
-    path, n = root / base, 2
-    while path.exists():
-        path, n = root / f"{base}-{n}", n + 1
-    return path
+    return numbered_run_dir(default_runs_dir(), check_run_name(recipe_name))
 
 
 @contextlib.contextmanager
@@ -94,16 +113,19 @@ def progress_bars() -> Iterator[Callable[[str, int], Callable[..., None]]]:
 def run(a: argparse.Namespace) -> int:
     import torch
 
-    recipe, path = load_recipe(a.recipe)
-    recipe = apply_overrides(recipe, _overrides(a))
+    if a.resume:
+        run_dir = _run_dir(a.out, "", True)
+        recipe = resume_recipe(a, run_dir)
+    else:
+        recipe = resolve_recipe(a)
+        run_dir = _run_dir(a.out, recipe.name, False)
     if recipe.teacher.names == ["self"] and recipe.distill.type == "none":
         raise EdgevitError("--teacher self needs --distillation soft or hard")
-    run_dir = _run_dir(a.out, recipe.name, a.resume)
     threads = int(os.environ.get("OMP_NUM_THREADS", "0")) or torch.get_num_threads()
     torch.set_num_threads(threads)
     main = int(os.environ.get("RANK", "0")) == 0
     log = print if main else (lambda _m: None)
-    log(f"edgevit distill: recipe {path.stem if path else 'quickstart'}, student {recipe.student.name}, "
+    log(f"edgevit distill: {'resuming ' if a.resume else ''}recipe {recipe.name}, student {recipe.student.name}, "
         f"teacher {'+'.join(recipe.teacher.names) if recipe.distill.type != 'none' else '-'} "
         f"({recipe.distill.type}), data {recipe.data.spec} at {recipe.data.img_size} px, {recipe.epochs} epochs -> {run_dir}")
     from edgevit.distill.pipeline import distill
@@ -117,7 +139,7 @@ def run(a: argparse.Namespace) -> int:
         heads = (f" (cls head {summary['val_top1_cls']:.2f}%, dist head {summary['val_top1_dist']:.2f}%)"
                  if summary.get("val_top1_cls") is not None else "")
         log(f"student  {summary['student']:<28} {summary['val_top1']:6.2f}% top-1{heads}, "
-            f"{summary['params_m']:.2f} M params")
+            f"{summary['params_m']:.2f} M params, {summary['macs_g'] * 1000:.1f} M MACs, {summary['precision']}")
         log(f"done in {time.perf_counter() - t0:.0f} s; run folder: {run_dir} (student.pt, metrics.jsonl, recipe.yaml); "
             f"next: edgevit export {run_dir} --target openvino-cpu")
     return 0

@@ -27,19 +27,28 @@ class DistillationLoss(nn.Module):
             raise ValueError(f"distillation_type must be none, soft or hard, not {distillation_type!r}")
         self.base_criterion, self.type, self.alpha, self.tau = base_criterion, distillation_type, alpha, tau
 
-    def forward(self, outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor], target: torch.Tensor,
-                teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
+    def parts(self, outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor], target: torch.Tensor,
+              teacher_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(task loss on the class head, distillation loss on the distillation head or None)."""
         cls_out, dist_out = outputs if isinstance(outputs, tuple) else (outputs, None)
         base = self.base_criterion(cls_out, target)
         if self.type == "none":
-            return base
+            return base, None
         if dist_out is None or teacher_logits is None:
             raise ValueError("soft/hard distillation needs (cls, dist) student outputs and teacher logits")
         teacher_logits = teacher_logits.float()
+        dist_out = dist_out.float()
         if self.type == "soft":
             t = self.tau
             distill = F.kl_div(F.log_softmax(dist_out / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1),
                                reduction="batchmean", log_target=True) * (t * t)
         else:
             distill = F.cross_entropy(dist_out, teacher_logits.argmax(dim=-1))
-        return (1 - self.alpha) * base + self.alpha * distill
+        return base, distill
+
+    def combine(self, task_loss: torch.Tensor, distill_loss: torch.Tensor | None) -> torch.Tensor:
+        return task_loss if distill_loss is None else (1 - self.alpha) * task_loss + self.alpha * distill_loss
+
+    def forward(self, outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor], target: torch.Tensor,
+                teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
+        return self.combine(*self.parts(outputs, target, teacher_logits))

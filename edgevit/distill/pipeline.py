@@ -1,13 +1,14 @@
-"""`distill(recipe, run_dir)`: data -> teacher(s) -> student -> trained student in the run folder.
+"""The distill stage: data -> teacher(s) -> student -> a trained student in its run folder.
 
-Writes runs/<run>/recipe.yaml (resolved), metrics.jsonl, checkpoint.pt (every epoch, for --resume),
-teachers/<key>.pt (fine-tuned teachers, reused by later runs), student.pt (what export reads) and
-one row per stage in the runs ledger.
+`distill(recipe, run_dir)` writes runs/<run>/recipe.yaml (resolved), metrics.jsonl, checkpoint.pt
+(for --resume), teachers/<key>.pt (fine-tuned teachers, reused by later runs in the same runs
+folder), student.pt (what export reads), summary.json, and its row in the runs ledger ('failed'
+with the reason if anything raises or the run is interrupted).
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -21,17 +22,23 @@ from torch import nn
 from edgevit.config import Recipe
 from edgevit.data import Datasets, build_datasets
 from edgevit.distill.cache import TeacherCache
-from edgevit.distill.engine import DistInfo, FitConfig, evaluate, fit, init_distributed
 from edgevit.errors import EdgevitError
+from edgevit.files import read_torch, torch_save, write_bytes, write_json, write_text
 from edgevit.models import teachers as T
-from edgevit.models.checkpoint import save_student
-from edgevit.models.students import check_model_name, create_student, student_kwargs
+from edgevit.models.checkpoint import STUDENT_FILE, save_student
+from edgevit.models.students import check_model_name, count_macs, create_student, student_kwargs
+from edgevit.paths import default_runs_dir, numbered_run_dir
 from edgevit.runs import Ledger
+from edgevit.train import (ClassificationTask, DistillationTask, DistInfo, Hooks, TrainConfig, Trainer, evaluate,
+                           init_distributed)
+from edgevit.train import speed
 
 Log = Callable[[str], None]
+TEACHER_CHECKPOINT_S = 300.0  # a teacher's training state can be ~1 GB: checkpoint it at most every 5 min
+SPEED_DIR = ".speed"  # measured precision choices, per runs folder
 
 
-def _student_build(recipe: Recipe, num_classes: int) -> tuple[str, dict[str, Any]]:
+def student_build(recipe: Recipe, num_classes: int) -> tuple[str, dict[str, Any]]:
     s = recipe.student
     return s.name, student_kwargs(s.name, num_classes, recipe.data.img_size, s.patch_size, s.drop_path, s.kwargs)
 
@@ -47,24 +54,56 @@ def _check_input(model: nn.Module, img_size: int, what: str) -> None:
                            f"change data.img_size (--img-size) or the model") from None
 
 
-def _teacher_schedule(recipe: Recipe, num_classes: int, self_teacher: bool) -> FitConfig:
+def _config(recipe: Recipe, num_classes: int, runs_root: Path, **changes: Any) -> TrainConfig:
+    cfg = TrainConfig(epochs=recipe.epochs, batch_size=recipe.data.batch_size, workers=recipe.data.workers,
+                      optim=recipe.optim, aug=recipe.aug, num_classes=num_classes, seed=recipe.seed, amp=recipe.amp,
+                      channels_last=recipe.channels_last, speed_memo=runs_root / SPEED_DIR)
+    for key, value in changes.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+def teacher_schedule(recipe: Recipe, num_classes: int, runs_root: Path, self_teacher: bool) -> TrainConfig:
     """How a teacher is trained on the data. A `self` teacher is the student's architecture trained
-    from scratch, so it gets the student's own schedule (epochs, optimizer, warm-up, lr scaling) and
-    the next seed; other teachers are fine-tuned with teacher.finetune_* (absolute lr, 1 warm-up epoch)."""
+    from scratch, so it gets the student's own schedule and the next seed; other teachers are
+    fine-tuned with teacher.finetune_* (absolute lr, 1 warm-up epoch) in the teacher's precision."""
     tc = recipe.teacher
     aug = recipe.aug if tc.finetune_aug == "recipe" else recipe.aug.model_copy(
         update={"mixup": 0.0, "cutmix": 0.0, "auto_augment": None, "reprob": 0.0})
-    common = {"batch_size": recipe.data.batch_size, "workers": recipe.data.workers, "aug": aug, "num_classes": num_classes}
     if self_teacher:
-        return FitConfig(epochs=recipe.epochs, optim=recipe.optim, seed=recipe.seed + 1, amp=recipe.amp,
-                         channels_last=recipe.channels_last, **common)
-    return FitConfig(epochs=tc.finetune_epochs, seed=0, lr_absolute=True, **common,
-                     optim=recipe.optim.model_copy(update={"lr": tc.finetune_lr, "warmup_epochs": 1, "min_lr": 1e-6}))
+        return _config(recipe, num_classes, runs_root, aug=aug, seed=recipe.seed + 1)
+    return _config(recipe, num_classes, runs_root, aug=aug, epochs=tc.finetune_epochs, seed=0, lr_absolute=True,
+                   amp=tc.amp, channels_last=tc.channels_last, checkpoint_every_s=TEACHER_CHECKPOINT_S,
+                   optim=recipe.optim.model_copy(update={"lr": tc.finetune_lr, "warmup_epochs": 1, "min_lr": 1e-6}))
+
+
+def _teacher_model(recipe: Recipe, name: str, ckpt: str | None, data: Datasets, runs_root: Path,
+                   log: Log) -> tuple[nn.Module, str, bool, dict[str, Any]]:
+    """(model, source, needs training, what identifies it) for one teacher name."""
+    tc = recipe.teacher
+    if name.startswith(T.RUN_PREFIX):
+        model, path = T.run_student(runs_root, name, data.classes)
+        return model, f"run {path.parent.name}", False, {"run_student": T.file_hash(path)}
+    arch = recipe.student.name if name == T.SELF else name
+    check_model_name(arch)
+    if name == T.SELF:
+        _, kwargs = student_build(recipe, data.num_classes)
+        torch.manual_seed(recipe.seed + 1)  # its own initial weights, not a copy of the student's
+        return create_student(arch, kwargs), "self", True, {"student": kwargs}
+    if ckpt is None and tc.pretrained:
+        model, pretrained = T.create_pretrained(arch, data.num_classes, log)
+        source = "pretrained" if pretrained else "scratch"
+    else:
+        model, source = timm.create_model(arch, pretrained=False, num_classes=data.num_classes), "scratch"
+    needs_training = True
+    if ckpt is not None:
+        needs_training, source = T.load_checkpoint_into(model, ckpt), f"checkpoint {ckpt}"
+    return model, source, needs_training, {"ckpt": T.file_hash(ckpt) if ckpt else None}
 
 
 def build_teacher(recipe: Recipe, data: Datasets, runs_root: Path, run_dir: Path, dist: DistInfo, log: Log,
                   progress: Any, metrics_path: Path) -> tuple[T.Teacher, list[dict[str, Any]]]:
-    """Every teacher of the recipe, fine-tuned where its head does not fit (cached per key)."""
+    """Every teacher of the recipe, trained or fine-tuned where its head does not fit (cached per key)."""
     tc = recipe.teacher
     if tc.checkpoints and len(tc.checkpoints) != len(tc.names):
         raise EdgevitError(f"{len(tc.names)} teacher(s) but {len(tc.checkpoints)} checkpoint(s): give one "
@@ -72,127 +111,155 @@ def build_teacher(recipe: Recipe, data: Datasets, runs_root: Path, run_dir: Path
     members, info = [], []
     for i, name in enumerate(tc.names):
         ckpt = tc.checkpoints[i] if tc.checkpoints else None
-        arch = recipe.student.name if name == T.SELF else name
-        check_model_name(arch)
-        kwargs: dict[str, Any] = {}
-        if name == T.SELF:
-            _, kwargs = _student_build(recipe, data.num_classes)
-            torch.manual_seed(recipe.seed + 1)  # its own initial weights, not a copy of the student's
-            model = create_student(arch, kwargs)
-            source, needs_training = "self", True
-        elif ckpt is None and tc.pretrained:
-            model, pretrained = T.create_pretrained(arch, data.num_classes, log)
-            source, needs_training = ("pretrained" if pretrained else "scratch"), True
-        else:
-            model = timm.create_model(arch, pretrained=False, num_classes=data.num_classes)
-            source, needs_training = "scratch", True
-        if ckpt is not None:
-            needs_training, source = T.load_checkpoint_into(model, ckpt), f"checkpoint {ckpt}"
+        model, source, needs_training, ident = _teacher_model(recipe, name, ckpt, data, runs_root, log)
         _check_input(model, recipe.data.img_size, f"teacher {name}")
         self_from_scratch = name == T.SELF and ckpt is None
-        schedule = _teacher_schedule(recipe, data.num_classes, self_teacher=self_from_scratch)
-        key = T.teacher_key({"arch": arch, "source": source, "ckpt": T.file_hash(ckpt) if ckpt else None,
+        schedule = teacher_schedule(recipe, data.num_classes, runs_root, self_teacher=self_from_scratch)
+        key = T.teacher_key({"arch": type(model).__name__ if name.startswith(T.RUN_PREFIX) else
+                             (recipe.student.name if name == T.SELF else name), "source": source, **ident,
                              "data": recipe.data.spec, "img": recipe.data.img_size, "classes": data.classes,
-                             "epochs": schedule.epochs, "lr": tc.finetune_lr,
+                             "epochs": schedule.epochs, "lr": tc.finetune_lr if not self_from_scratch else None,
                              "aug": recipe.aug.model_dump() if tc.finetune_aug == "recipe" else "light",
-                             "student": kwargs if name == T.SELF else None,
+                             "amp": schedule.amp,
                              **({"self_schedule": [recipe.optim.model_dump(), recipe.seed, recipe.data.batch_size]}
                                 if self_from_scratch else {})})
-        cached = T.find_cached_teacher(runs_root, key) if needs_training else None
-        tdir = run_dir / "teachers"
-        tdir.mkdir(exist_ok=True)
-        if cached is not None:
-            model.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
-            log(f"teacher {name}: reusing fine-tuned weights from {cached}")
-            needs_training = False
-            if cached.parent != tdir:
-                (tdir / cached.name).write_bytes(cached.read_bytes())
         if needs_training and schedule.epochs > 0:
-            if dist.main:
-                verb = "training" if name == T.SELF else "fine-tuning"
-                log(f"teacher {name}: {verb} {arch} on the training split for {schedule.epochs} epochs")
-                train = build_datasets(recipe.data, schedule.aug, crop_pct=recipe.aug.crop_pct).train
-                fit(model, train, data.val, schedule, checkpoint=tdir / f"{key}.ckpt",
-                    resume=(tdir / f"{key}.ckpt").exists(),
-                    metrics_path=metrics_path, progress=progress, label=f"teacher {name}",
-                    on_epoch=lambda e, r: log(f"teacher {name} epoch {e}/{schedule.epochs}: loss {r['train_loss']:.3f}"
-                                              f"  val top-1 {r['val_top1']:.2f}%  {r['train_img_s']:.0f} img/s"))
-                tmp = tdir / f"{key}.pt.tmp"
-                torch.save(model.state_dict(), tmp)
-                tmp.replace(tdir / f"{key}.pt")
-                (tdir / f"{key}.ckpt").unlink(missing_ok=True)
-            dist.barrier()
-            if not dist.main:
-                model.load_state_dict(torch.load(tdir / f"{key}.pt", map_location="cpu", weights_only=True))
+            _train_teacher(model, name, key, schedule, recipe, data, runs_root, run_dir, dist, log, progress, metrics_path)
         acc = evaluate(model, data.val)["top1"] if dist.main else float("nan")
         log(f"teacher {name}: {acc:.2f}% top-1 on the held-out split")
         members.append(model.to(dist.device))
-        info.append({"name": name, "arch": arch, "source": source, "key": key, "val_top1": acc})
-    teacher = T.Teacher(members, list(tc.names), tc.ensemble, bf16=tc.bf16 and dist.device.type == "cpu",
+        info.append({"name": name, "arch": type(model).__name__, "source": source, "key": key, "val_top1": acc})
+    sample = torch.randn(recipe.data.batch_size, 3, recipe.data.img_size, recipe.data.img_size, device=dist.device)
+    probe = T.Teacher(members, list(tc.names), tc.ensemble, student_mean=IMAGENET_DEFAULT_MEAN,
+                      student_std=IMAGENET_DEFAULT_STD).to(dist.device)
+    precision = speed.choose(probe, sample, amp=tc.amp, channels_last=tc.channels_last, train=False,
+                             memo_dir=runs_root / SPEED_DIR, label="teacher forward", log=log) if dist.main else None
+    precision = dist.broadcast(precision)
+    teacher = T.Teacher(members, list(tc.names), tc.ensemble, precision=precision,
                         student_mean=IMAGENET_DEFAULT_MEAN, student_std=IMAGENET_DEFAULT_STD).to(dist.device)
     return teacher, info
 
 
-def distill(recipe: Recipe, run_dir: Path, *, resume: bool = False, log: Log = print,
-            progress: Any = None) -> dict[str, Any]:
-    """Train the recipe's student in run_dir; returns the summary written to the ledger."""
+def _train_teacher(model: nn.Module, name: str, key: str, schedule: TrainConfig, recipe: Recipe, data: Datasets,
+                   runs_root: Path, run_dir: Path, dist: DistInfo, log: Log, progress: Any, metrics_path: Path) -> None:
+    """Fine-tune (or train) a teacher on the training split, unless a run in this runs folder already did."""
+    tdir = run_dir / "teachers"
+    tdir.mkdir(exist_ok=True)
+    done = tdir / f"{key}.pt"
+    cached = done if done.exists() else T.find_cached_teacher(runs_root, key)
+    if cached is not None:
+        model.load_state_dict(read_torch(cached, "fine-tuned teacher", "delete it and the teacher is trained again"))
+        log(f"teacher {name}: reusing fine-tuned weights from {cached}")
+        if cached != done:
+            write_bytes(done, cached.read_bytes())
+        return
+    if dist.main:
+        verb = "training" if name == T.SELF else "fine-tuning"
+        log(f"teacher {name}: {verb} {type(model).__name__} on the training split for {schedule.epochs} epochs")
+        train = build_datasets(recipe.data, schedule.aug, crop_pct=recipe.aug.crop_pct).train
+
+        class EpochLog(Hooks):
+            def after_epoch(self, trainer: Trainer, epoch: int, r: dict) -> None:
+                log(f"teacher {name} epoch {epoch}/{schedule.epochs}: loss {r['train_loss']:.3f}  "
+                    f"val top-1 {r['val_top1']:.2f}%  {r['train_img_s']:.0f} img/s")
+
+        ckpt = tdir / f"{key}.ckpt"
+        Trainer(ClassificationTask(model), train, data.val, schedule, checkpoint=ckpt, metrics_path=metrics_path,
+                progress=progress, label=f"teacher {name}", hooks=[EpochLog()], log=log).fit(resume=ckpt.exists())
+        torch_save(model.state_dict(), done)
+        ckpt.unlink(missing_ok=True)
+    dist.barrier()
+    if not dist.main:
+        model.load_state_dict(read_torch(done, "fine-tuned teacher", "delete it and the teacher is trained again"))
+
+
+def _cache(recipe: Recipe, tinfo: list[dict], teacher: T.Teacher, data: Datasets, runs_root: Path,
+           dist: DistInfo) -> TeacherCache | None:
+    """The teacher-logit cache when asked for, or (auto) when rounds repeat within this run."""
+    d = recipe.distill
+    rounds = min(recipe.epochs, d.cache_rounds or recipe.epochs)
+    use = d.cache_teacher if d.cache_teacher != "auto" else rounds < recipe.epochs
+    if not use or d.type == "none":
+        return None
+    key = T.teacher_key({"teachers": [t["key"] for t in tinfo], "ens": recipe.teacher.ensemble,
+                         "data": recipe.data.model_dump(), "aug": recipe.aug.model_dump(), "seed": recipe.seed,
+                         "world": dist.world, "rounds": rounds, "topk": d.cache_topk,
+                         "precision": vars(teacher.precision)})
+    return TeacherCache(runs_root / ".teacher-cache" / key, d.cache_topk, data.num_classes, dist.rank)
+
+
+def distill(recipe: Recipe, run_dir: str | Path | None = None, *, resume: bool = False, parent: str | None = None,
+            log: Log = print, progress: Any = None) -> dict[str, Any]:
+    """Train the recipe's student in run_dir (default: runs/<recipe name>, numbered if taken).
+
+    Returns the summary also written to summary.json and the ledger."""
     t_start = time.perf_counter()
     dist = init_distributed()
-    runs_root = run_dir.parent
+    run_dir = Path(run_dir) if run_dir is not None else numbered_run_dir(default_runs_dir(), recipe.name)
     run_dir.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger(runs_root) if dist.main else None
+    ledger = Ledger(run_dir.parent) if dist.main else None
+    scope = ledger.recording(run_dir.name, kind="distill", path=run_dir, parent=parent,
+                             recipe=recipe.model_dump(mode="json")) if ledger else contextlib.nullcontext()
+    with scope:
+        if dist.main:
+            write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+        summary = _distill(recipe, run_dir, dist, resume, log, progress, t_start)
+        if ledger:
+            ledger.record_run(run_dir.name, status="done", summary=summary)
+    dist.barrier()
+    return summary
+
+
+def _distill(recipe: Recipe, run_dir: Path, dist: DistInfo, resume: bool, log: Log, progress: Any,
+             t_start: float) -> dict[str, Any]:
+    runs_root = run_dir.parent
     metrics_path = run_dir / "metrics.jsonl"
-    if dist.main:
-        (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
-        ledger.record_run(run_dir.name, stage="distill", status="running", path=str(run_dir),
-                          recipe=recipe.model_dump(mode="json"))
     data = build_datasets(recipe.data, recipe.aug)
     torch.manual_seed(recipe.seed)  # the student's initial weights follow the recipe's seed
-    name, kwargs = _student_build(recipe, data.num_classes)
+    name, kwargs = student_build(recipe, data.num_classes)
     student = create_student(name, kwargs)
     _check_input(student, recipe.data.img_size, f"student {name}")
     if recipe.student.checkpoint and T.load_checkpoint_into(student, recipe.student.checkpoint):
         log(f"student {name}: classifier reset (checkpoint head does not fit {data.num_classes} classes)")
     d = recipe.distill
-    teacher, tinfo = (None, [])
+    teacher, tinfo, cache = None, [], None
     if d.type != "none":
         teacher, tinfo = build_teacher(recipe, data, runs_root, run_dir, dist, log, progress, metrics_path)
-    cache = None
-    if d.cache_teacher and d.type != "none":
-        key = T.teacher_key({"teachers": [t["key"] for t in tinfo], "ens": recipe.teacher.ensemble,
-                             "data": recipe.data.model_dump(), "aug": recipe.aug.model_dump(), "seed": recipe.seed,
-                             "world": dist.world, "rounds": d.cache_rounds or recipe.epochs, "topk": d.cache_topk,
-                             "bf16": recipe.teacher.bf16})
-        cache = TeacherCache(runs_root / ".teacher-cache" / key, d.cache_topk, data.num_classes, dist.rank)
-    cfg = FitConfig(epochs=recipe.epochs, batch_size=recipe.data.batch_size, workers=recipe.data.workers,
-                    optim=recipe.optim, aug=recipe.aug, num_classes=data.num_classes, seed=recipe.seed,
-                    amp=recipe.amp, channels_last=recipe.channels_last, cache_rounds=d.cache_rounds)
+        cache = _cache(recipe, tinfo, teacher, data, runs_root, dist)
+    task = DistillationTask(student, teacher, d.type, d.alpha, d.tau, cache=cache) if teacher is not None \
+        else ClassificationTask(student)
     ckpt = run_dir / "checkpoint.pt"
+    if resume and not ckpt.exists():
+        log(f"resuming: the teacher is ready; the student starts at epoch 1 of {recipe.epochs}")
+    ledger = Ledger(runs_root) if dist.main else None
 
-    def on_epoch(epoch: int, row: dict) -> None:
-        ledger.record_eval(run_dir.name, epoch=epoch, split="val",
-                           metrics={k[4:]: v for k, v in row.items() if k.startswith("val_")})
-        log(f"epoch {epoch}/{recipe.epochs}: loss {row['train_loss']:.3f}  val top-1 {row['val_top1']:.2f}%"
-            + (f" (cls {row['val_top1_cls']:.2f}, dist {row['val_top1_dist']:.2f})" if "val_top1_cls" in row else "")
-            + f"  {row['train_img_s']:.0f} img/s")
+    class EpochLog(Hooks):
+        def after_epoch(self, trainer: Trainer, epoch: int, row: dict) -> None:
+            ledger.record_eval(run_dir.name, epoch=epoch, split="val", metrics={
+                **{k[4:]: v for k, v in row.items() if k.startswith("val_")},
+                **{k: v for k, v in row.items() if k.startswith("train_") or k in ("lr", "teacher_label_agreement")}})
+            heads = f" (cls {row['val_top1_cls']:.2f}, dist {row['val_top1_dist']:.2f})" if "val_top1_cls" in row else ""
+            log(f"epoch {epoch}/{recipe.epochs}: loss {row['train_loss']:.3f}  val top-1 {row['val_top1']:.2f}%"
+                f"{heads}  {row['train_img_s']:.0f} img/s")
 
     t_train = time.perf_counter()
-    final = fit(student, data.train, data.val, cfg, distill=(d.type, d.alpha, d.tau), teacher=teacher, cache=cache,
-                checkpoint=ckpt, resume=resume and ckpt.exists(), metrics_path=metrics_path, dist=dist, progress=progress,
-                label="student", on_epoch=on_epoch if dist.main else None)
-    summary: dict[str, Any] = {}
-    if dist.main:
-        meta = {"model_name": name, "create_kwargs": kwargs, "class_names": data.classes,
-                "num_classes": data.num_classes, "img_size": recipe.data.img_size,
-                "mean": list(IMAGENET_DEFAULT_MEAN), "std": list(IMAGENET_DEFAULT_STD), "crop_pct": recipe.aug.crop_pct,
-                "data": recipe.data.model_dump(mode="json"), "distill": d.type, "teachers": [t["name"] for t in tinfo]}
-        save_student(run_dir / "student.pt", student, meta)
-        summary = {"student": name, "teachers": tinfo, "distillation": d.type, "epochs": recipe.epochs,
-                   "val_top1": final.get("val_top1"), "val_top1_cls": final.get("val_top1_cls"),
-                   "val_top1_dist": final.get("val_top1_dist"), "train_seconds": time.perf_counter() - t_train,
-                   "wall_seconds": time.perf_counter() - t_start, "params_m": sum(p.numel() for p in student.parameters()) / 1e6,
-                   "cache": {"hits": cache.hits, "misses": cache.misses} if cache else None}
-        ledger.record_run(run_dir.name, stage="distill", status="done", path=str(run_dir), summary=summary)
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    dist.barrier()
+    trainer = Trainer(task, data.train, data.val, _config(recipe, data.num_classes, runs_root,
+                      cache_rounds=d.cache_rounds), checkpoint=ckpt, metrics_path=metrics_path, dist=dist,
+                      progress=progress, label="student", hooks=[EpochLog()] if dist.main else [], log=log)
+    final = trainer.fit(resume=resume)
+    if not dist.main:
+        return {}
+    meta = {"model_name": name, "create_kwargs": kwargs, "class_names": data.classes,
+            "num_classes": data.num_classes, "img_size": recipe.data.img_size,
+            "mean": list(IMAGENET_DEFAULT_MEAN), "std": list(IMAGENET_DEFAULT_STD), "crop_pct": recipe.aug.crop_pct,
+            "data": recipe.data.model_dump(mode="json"), "distill": d.type, "teachers": [t["name"] for t in tinfo]}
+    save_student(run_dir / STUDENT_FILE, student, meta)
+    summary = {"student": name, "teachers": tinfo, "distillation": d.type, "epochs": recipe.epochs,
+               "val_top1": final.get("val_top1"), "val_top1_cls": final.get("val_top1_cls"),
+               "val_top1_dist": final.get("val_top1_dist"), "precision": trainer.precision.describe(),
+               "train_seconds": time.perf_counter() - t_train, "wall_seconds": time.perf_counter() - t_start,
+               "params_m": sum(p.numel() for p in student.parameters()) / 1e6,
+               "macs_g": count_macs(student, recipe.data.img_size) / 1e9,
+               "cache": {"hits": cache.hits, "misses": cache.misses} if cache else None}
+    write_json(run_dir / "summary.json", summary)
     return summary

@@ -100,3 +100,16 @@ def create_student(name: str, kwargs: dict[str, Any]) -> nn.Module:
     if has_distillation_head(model):
         return model
     return DistilledHeadStudent(model, kwargs["num_classes"])
+
+
+def count_macs(model: nn.Module, img_size: int) -> int:
+    """Multiply-accumulates of one image's forward at inference (torch's FLOP counter / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(torch.zeros(1, 3, img_size, img_size, device=next(model.parameters()).device))
+    model.train(was)
+    return counter.get_total_flops() // 2

@@ -1,10 +1,10 @@
 """Teachers: timm names (pretrained when the weights can be had), local checkpoints, ensembles,
-and `self` (the student's own architecture, trained first).
+`self` (the student's own architecture, trained first) and `run:NAME` (an earlier run's student).
 
 A teacher whose classifier does not fit the dataset is fine-tuned on the training split and saved
 in the run folder (`runs/<run>/teachers/<key>.pt`); a later run in the same runs folder with the
 same teacher, data and fine-tune settings finds it there and skips the fine-tune. Teachers run in
-eval mode under `torch.inference_mode()`, in bf16 autocast on CPU when asked.
+eval mode under `torch.inference_mode()`, in the precision measured fastest for them (or the one asked).
 
 Ensembles average logits (`ensemble: logits`, the default) or probabilities (`ensemble: probs`,
 returned as log-probabilities so the loss can treat them as logits: softmax(log p) = p).
@@ -26,22 +26,25 @@ from torch import nn
 
 from edgevit.errors import EdgevitError
 from edgevit.models.students import check_model_name
+from edgevit.train.speed import Precision
 
 SELF = "self"
+RUN_PREFIX = "run:"  # run:NAME = that run's student
 
 
 class Teacher(nn.Module):
     """One or several frozen classifiers, called on the student's (normalised) input."""
 
     def __init__(self, members: list[nn.Module], names: list[str], ensemble: str = "logits",
-                 bf16: bool = False, student_mean=None, student_std=None):
+                 precision: Precision = Precision(), student_mean=None, student_std=None):
         super().__init__()
         self.members = nn.ModuleList(DistillationTeacher(m) for m in members)
-        self.names, self.ensemble, self.bf16 = names, ensemble, bf16
+        self.names, self.ensemble, self.precision = names, ensemble, precision
         mean = torch.tensor(student_mean or timm.data.IMAGENET_DEFAULT_MEAN).view(1, -1, 1, 1)
         std = torch.tensor(student_std or timm.data.IMAGENET_DEFAULT_STD).view(1, -1, 1, 1)
         self.register_buffer("student_mean", mean, persistent=False)
         self.register_buffer("student_std", std, persistent=False)
+        precision.apply(self)
         self.requires_grad_(False)
         self.eval()
 
@@ -50,8 +53,10 @@ class Teacher(nn.Module):
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        autocast = torch.autocast(x.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
-        with autocast:
+        p = self.precision  # its own precision, whatever autocast the student's step runs under
+        with torch.autocast(x.device.type, dtype=torch.float16 if p.amp == "fp16" else torch.bfloat16,
+                            enabled=p.amp != "off"):
+            x = p.input(x)
             outs = [m(m.normalize_input(x, self.student_mean, self.student_std)).float() for m in self.members]
         if len(outs) == 1:
             return outs[0]
@@ -191,3 +196,20 @@ def file_hash(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def run_student(runs_root: Path, spec: str, class_names: list[str]) -> tuple[nn.Module, Path]:
+    """`run:NAME` (or run:PATH): an earlier run's student as a teacher; its heads average as at inference."""
+    from edgevit.models.checkpoint import STUDENT_FILE, load_student
+
+    name = spec[len(RUN_PREFIX):]
+    folder = Path(name) if Path(name).is_dir() else runs_root / name
+    if not (folder / STUDENT_FILE).is_file():
+        known = sorted(p.parent.name for p in runs_root.glob(f"*/{STUDENT_FILE}")) if runs_root.is_dir() else []
+        raise EdgevitError(f"teacher {spec}: no finished run '{name}' in {runs_root} (runs with a student: "
+                           f"{', '.join(known) or 'none'})")
+    model, meta = load_student(folder)
+    if list(meta.get("class_names", [])) != list(class_names):
+        raise EdgevitError(f"teacher {spec} was trained on other classes ({len(meta.get('class_names', []))}) "
+                           f"than this data ({len(class_names)}); distil from a run on the same data")
+    return model, folder / STUDENT_FILE

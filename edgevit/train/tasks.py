@@ -1,0 +1,112 @@
+"""What one training step computes: tasks in timm.task's form, `task(x, target) -> dict`.
+
+The dict holds `loss` (what is backpropagated), `output` (the class head, for train accuracy) and the
+components logged per epoch: `task_loss` and, when distilling, `distill_loss` and the teacher's
+logits. Unlike timm's TokenDistillationTask, the teacher here is a `TeacherLogits` source: the live
+teacher (one model or an ensemble) or the teacher-logit cache when it holds the round, so ensembles
+and cached rounds feed the same DeiT loss (edgevit/distill/losses.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from timm.task import TrainingTask
+from torch import nn
+
+from edgevit.distill.cache import TeacherCache
+from edgevit.distill.losses import DistillationLoss
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)
+
+
+class TeacherLogits:
+    """Teacher logits for batch b of augmentation round r: replayed from the cache when it holds the
+    round, otherwise the teacher's forward (stored in the cache when there is one)."""
+
+    def __init__(self, teacher: Callable[[torch.Tensor], torch.Tensor], cache: TeacherCache | None = None):
+        self.teacher, self.cache = teacher, cache
+        self.round, self.replay = 0, False
+
+    def begin_round(self, rnd: int) -> None:
+        self.round = rnd
+        self.replay = self.cache is not None and self.cache.has(rnd)
+
+    def __call__(self, x: torch.Tensor, batch: int) -> torch.Tensor:
+        if self.replay:
+            return self.cache.get(self.round, batch).to(x.device)
+        logits = self.teacher(x)
+        if self.cache is not None:
+            self.cache.put(self.round, logits)
+        return logits
+
+    def end_round(self) -> None:
+        if self.cache is not None and not self.replay:
+            self.cache.finish_round(self.round)
+
+
+class ClassificationTask(TrainingTask):
+    """Plain supervised training; a two-head student trains the average of its heads."""
+
+    kind = "none"
+
+    def __init__(self, model: nn.Module):
+        super().__init__(verbose=False)
+        self.trainable_module = model
+        self.loss_fn: DistillationLoss | None = None  # the trainer sets it (Mixup decides the criterion)
+
+    @property
+    def model(self) -> nn.Module:
+        return unwrap(self.trainable_module)
+
+    def set_criterion(self, criterion: nn.Module) -> None:
+        self.loss_fn = DistillationLoss(criterion, "none")
+
+    def prepare_distributed(self, device_ids: list | None = None, **ddp_kwargs: Any) -> "ClassificationTask":
+        self.trainable_module = nn.parallel.DistributedDataParallel(self.trainable_module, device_ids=device_ids,
+                                                                    **ddp_kwargs)
+        return self
+
+    def begin_epoch(self, rnd: int) -> None:
+        if hasattr(self.model, "set_distilled_training"):
+            self.model.set_distilled_training(self.kind != "none")
+
+    def end_epoch(self) -> None:
+        pass
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor, batch: int = 0) -> dict[str, torch.Tensor]:
+        output = self.trainable_module(input)
+        task_loss, _ = self.loss_fn.parts(output, target)
+        return {"loss": task_loss, "output": output[0] if isinstance(output, tuple) else output, "task_loss": task_loss}
+
+
+class DistillationTask(ClassificationTask):
+    """DeiT distillation: (1 - alpha) * CE(cls head, y) + alpha * distill(dist head, teacher)."""
+
+    def __init__(self, model: nn.Module, teacher: Callable[[torch.Tensor], torch.Tensor] | TeacherLogits,
+                 kind: str = "hard", alpha: float = 0.5, tau: float = 1.0, cache: TeacherCache | None = None):
+        super().__init__(model)
+        if kind not in ("soft", "hard"):
+            raise ValueError(f"distillation kind must be soft or hard, not {kind!r}")
+        self.kind, self.alpha, self.tau = kind, alpha, tau
+        self.teacher_logits = teacher if isinstance(teacher, TeacherLogits) else TeacherLogits(teacher, cache)
+
+    def set_criterion(self, criterion: nn.Module) -> None:
+        self.loss_fn = DistillationLoss(criterion, self.kind, self.alpha, self.tau)
+
+    def begin_epoch(self, rnd: int) -> None:
+        super().begin_epoch(rnd)
+        self.teacher_logits.begin_round(rnd)
+
+    def end_epoch(self) -> None:
+        self.teacher_logits.end_round()
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor, batch: int = 0) -> dict[str, torch.Tensor]:
+        t_logits = self.teacher_logits(input, batch)
+        output = self.trainable_module(input)
+        task_loss, distill_loss = self.loss_fn.parts(output, target, t_logits)
+        return {"loss": self.loss_fn.combine(task_loss, distill_loss), "output": output[0],
+                "task_loss": task_loss, "distill_loss": distill_loss, "teacher_logits": t_logits}
