@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Literal
 
@@ -278,10 +279,18 @@ def _prune_heads(model: nn.Module, example: torch.Tensor, share: float, crit: An
     sync_attributes(model)
 
 
-# ------------------------------------------------------------------------------------ one trial
-def _apply(model: nn.Module, example: torch.Tensor, s: float, kind: Importance, isomorphic: bool,
-           attention: str, embed: bool) -> nn.Module:
-    """Prune `model` in place at channel ratio `s` (heads, then widths)."""
+# ------------------------------------------------------------------------------------ one ratio
+def prune_channels(model: nn.Module, example: torch.Tensor, s: float, kind: Importance = "magnitude",
+                   isomorphic: bool = False, attention: str = "dims", embed: bool = False) -> nn.Module:
+    """Prune `model` in place at channel ratio `s` (whole heads first, then widths), Torch-Pruning's
+    own unit; `prune_model` finds the `s` that meets a MAC or parameter target."""
+    with warnings.catch_warnings(), torch.enable_grad():  # its graph is traced through autograd
+        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")  # tokens pruned on their last dim
+        return _prune_channels(model, example, s, kind, isomorphic, attention, embed)
+
+
+def _prune_channels(model: nn.Module, example: torch.Tensor, s: float, kind: Importance, isomorphic: bool,
+                    attention: str, embed: bool) -> nn.Module:
     crit = _criterion(kind)
     fam = family(model)
     head_share = {"dims": 0.0, "heads": s, "both": 1 - math.sqrt(1 - s)}[attention] if fam in ("deit", "pvt_v2") else 0
@@ -333,7 +342,7 @@ def prune_model(model: nn.Module, example: torch.Tensor, keep: float, *, by: str
     target = keep * base
 
     def trial(s: float) -> tuple[nn.Module, float]:
-        pruned = _apply(_copy_with_grads(model), example, s, importance, isomorphic, attention, embed)
+        pruned = prune_channels(_copy_with_grads(model), example, s, importance, isomorphic, attention, embed)
         macs, params = count(pruned, example)
         return pruned, macs if by == "macs" else params
 
