@@ -4,6 +4,7 @@ and the prune stage (new run, ledger row naming its parent, recovery by distilla
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -207,35 +208,37 @@ TINY_RECIPE = {
     "student": {"name": "deit_tiny_distilled_patch16_224", "patch_size": 4, "drop_path": 0.0,
                 "kwargs": {"depth": 2, "embed_dim": 64, "num_heads": 2}},
     "optim": {"lr": 0.05, "warmup_epochs": 0},
-    "prune": {"ratio": 0.5, "importance": "magnitude", "recover_epochs": 1},
+    "distill": {"type": "hard", "cache_rounds": 1},  # epoch 2 replays round 0: the teacher-logit cache
+    "prune": {"ratio": 0.5, "importance": "taylor", "recover_epochs": 1},
 }
 
 
 @pytest.fixture(scope="module")
 def distilled_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real 2-epoch distill run (tiny DeiT from a `self` teacher) with a recipe and a ledger."""
-    from edgevit.config import Recipe
-    from edgevit.distill.pipeline import distill
+    """`edgevit distill tiny.yaml`: a real 2-epoch run (tiny DeiT from a `self` teacher) whose recipe's
+    `prune:` section then prunes it and recovers it from that teacher for 1 epoch."""
+    from edgevit.cli import main
 
-    run = tmp_path_factory.mktemp("runs") / "tiny"
-    distill(Recipe.model_validate(TINY_RECIPE), run, log=lambda _m: None)
-    return run
+    root = tmp_path_factory.mktemp("runs")
+    (root / "tiny.yaml").write_text(yaml.safe_dump(TINY_RECIPE))
+    assert main(["distill", str(root / "tiny.yaml"), "--out", str(root / "tiny")]) == 0
+    return root / "tiny"
 
 
 @pytest.mark.slow
-def test_prune_stage_writes_a_child_run_recovered_from_the_teacher(distilled_run: Path) -> None:
-    from edgevit.prune import prune
+def test_a_recipe_distills_prunes_and_recovers(distilled_run: Path) -> None:
     from edgevit.runs import Ledger
 
-    s = prune(distilled_run, 0.5, importance="taylor", recover_epochs=1, log=lambda _m: None)
-    child = Path(s["path"])
-    assert child.parent == distilled_run.parent and child.name == "tiny-prune50"
+    child = distilled_run.parent / "tiny-prune50"
+    s = json.loads((child / "summary.json").read_text())
+    assert child.parent == distilled_run.parent
     row = Ledger(child.parent).runs(child.name)[0]
     assert (row["kind"], row["status"], row["parent"]) == ("prune", "done", "tiny")
     assert 0.45 <= s["macs_after"] / s["macs_before"] <= 0.5
     for key in ("val_top1_parent", "val_top1_pruned", "val_top1", "params_before", "params_after"):
         assert s[key] is not None
     assert s["teachers"][0]["name"] == "self" and (child / "teachers").is_dir()
+    assert s["cache"]["hits"] > 0 and s["cache"]["misses"] == 0  # recovered on the parent's cached logits
     model, meta = load_student(child)
     assert meta["parent"] == "tiny" and meta["pruning"]["ratio"] == 0.5
     assert count(model, torch.zeros(1, 3, 16, 16))[0] == s["macs_after"]

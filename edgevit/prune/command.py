@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any
 
 from edgevit.config import PruneConfig
@@ -45,20 +46,19 @@ def _row(label: str, params: float, macs: float, top1: float | None) -> str:
     return f"  {label:<22} {params / 1e6:8.3f} M {macs / 1e6:10.2f} M {acc}"
 
 
-def run(a: argparse.Namespace) -> int:
-    from edgevit.config import load_recipe
+def prune_and_print(parent: Path, opts: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    """Run the stage with progress bars and print params, MACs and top-1 before and after."""
     from edgevit.distill.command import progress_bars
-    from edgevit.prune.pipeline import find_run, prune
+    from edgevit.prune.engine import check_options
+    from edgevit.prune.pipeline import prune
 
-    parent = find_run(a.run, a.runs_dir)
-    section = load_recipe(str(parent / "recipe.yaml"))[0].prune if (parent / "recipe.yaml").is_file() else None
-    opts = options(a, section)
+    check_options(opts["ratio"], opts["by"], opts["importance"], opts["attention"], opts["steps"])
     print(f"edgevit prune: {parent} -> remove {opts['ratio']:.0%} of the {opts['by']} ({opts['importance']}"
           f"{', isomorphic' if opts['isomorphic'] else ''}, {opts['steps']} step(s)), recover "
           f"{opts['recover_epochs']} epochs from the {opts['recover_teacher']}")
     t0 = time.perf_counter()
     with progress_bars() as bars:
-        s = prune(parent, **opts, out=a.out, seed=a.seed, runs_dir=a.runs_dir, progress=bars)
+        s = prune(parent, **opts, progress=bars, **kw)
     print(f"{'':24} {'params':>10} {'MACs':>12} {'top-1':>7}")
     print(_row(f"parent {s['parent']}", s["params_before"], s["macs_before"], s["val_top1_parent"]))
     print(_row("pruned", s["params_after"], s["macs_after"], s["val_top1_pruned"]))
@@ -66,4 +66,14 @@ def run(a: argparse.Namespace) -> int:
         print(_row(f"recovered ({s['epochs']} epochs)", s["params_after"], s["macs_after"], s["val_top1"]))
     print(f"done in {time.perf_counter() - t0:.0f} s; MACs x{s['macs_after'] / s['macs_before']:.2f}, "
           f"params x{s['params_after'] / s['params_before']:.2f}; run folder: {s['path']}")
+    return s
+
+
+def run(a: argparse.Namespace) -> int:
+    from edgevit.config import load_recipe
+    from edgevit.prune.pipeline import find_run
+
+    parent = find_run(a.run, a.runs_dir)
+    section = load_recipe(str(parent / "recipe.yaml"))[0].prune if (parent / "recipe.yaml").is_file() else None
+    prune_and_print(parent, options(a, section), out=a.out, seed=a.seed, runs_dir=a.runs_dir)
     return 0
