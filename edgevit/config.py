@@ -224,7 +224,7 @@ def _find(name_or_path: str, dirs: list[Path], kind: str, aliases: dict[str, Pat
         if not p.exists():
             raise EdgevitError(f"{kind} file {p} does not exist")
         return p
-    known = {f.stem: f for d in dirs for f in sorted(d.glob("*.yaml"))}
+    known = {f.stem: f for d in reversed(dirs) for f in sorted(d.glob("*.yaml"))}  # the working directory wins
     known = {**(aliases or {}), **known}
     if name_or_path in known:
         return known[name_or_path]

@@ -1,17 +1,25 @@
-"""Where shipped recipes and targets live, and the default runs folder."""
+"""Where recipes and targets are found, and the default runs folder.
+
+The shipped recipes and targets are package data (edgevit/recipes and edgevit/targets, links to the
+top-level folders in a source checkout), read through importlib.resources so a wheel install finds
+them too; a recipes/ or targets/ folder in the working directory adds to them and wins on a name clash.
+"""
 
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+
+def shipped(kind: str) -> Path:
+    """The folder of shipped `kind` files (recipes, targets, notebooks) inside the installed package."""
+    return Path(str(resources.files("edgevit") / kind))
 
 
 def _search_dirs(kind: str) -> list[Path]:
-    dirs = [Path.cwd() / kind, REPO_ROOT / kind]
     out: list[Path] = []
-    for d in dirs:
+    for d in (Path.cwd() / kind, shipped(kind)):
         if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
             out.append(d)
     return out

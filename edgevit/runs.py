@@ -212,21 +212,26 @@ def _check_choice(what: str, value: str | None, allowed: tuple[str, ...]) -> Non
         raise EdgevitError(f"unknown {what} {value!r}: use one of {', '.join(allowed)}")
 
 
+def _journal_beside(path: Path) -> bool:
+    return any((j := path.with_name(path.name + side)).exists() and j.stat().st_size for side in ("-wal", "-journal"))
+
+
 def _truncation(path: Path) -> str | None:
     """'N of M bytes' when the file is shorter than its own SQLite header says, else None.
 
     Checked before SQLite opens the file, so a cut-off ledger is reported, never written to.
-    Skipped while a WAL or rollback journal sits next to it: then SQLite itself may complete it.
+    Skipped while a WAL or rollback journal sits next to it (before or after reading): then the
+    file may be mid-checkpoint, and SQLite itself completes it from the journal.
     """
-    size = path.stat().st_size
+    if _journal_beside(path):
+        return None
     with open(path, "rb") as f:
         head = f.read(100)
+    size = path.stat().st_size
+    if _journal_beside(path):
+        return None
     if len(head) < 100:
         return f"{size} bytes, less than its 100-byte header"
-    for side in ("-wal", "-journal"):
-        journal = path.with_name(path.name + side)
-        if journal.exists() and journal.stat().st_size:
-            return None
     page_size = int.from_bytes(head[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(head[28:32], "big")
@@ -291,6 +296,9 @@ class Ledger:
                     raise EdgevitError(f"{self.path} is not an SQLite database: "
                                        "move it aside and edgevit starts a new ledger")
             cut = _truncation(self.path)
+            if cut:  # once more, after any writer elsewhere has had time to finish a checkpoint
+                time.sleep(0.1)
+                cut = _truncation(self.path)
             if cut:
                 raise self._damaged(f"truncated: {cut}")
         try:

@@ -176,7 +176,7 @@ def checkpoints(tmp_path_factory):
     (["--student", "deit_tiny_distiled_patch16_224"], "unknown timm model 'deit_tiny_distiled_patch16_224'; did you mean deit_tiny_distilled_patch16_224"),
     (["--teacher", "resnet181"], "unknown timm model 'resnet181'"),
     (["--data", "/no/such/folder"], "dataset path /no/such/folder does not exist"),
-    (["--resume", "--out", "{tmp}/runs/none"], "no checkpoint at"),
+    (["--resume", "--out", "{tmp}/runs/none"], "holds no started run"),
     (["--teacher-checkpoint", "{ckpt}/junk.pt"], "is not a PyTorch checkpoint"),
     (["--teacher-checkpoint", "{ckpt}/wrong.pt"], "has shape"),
     (["--teacher", "vit_tiny_patch16_224", "--teacher-checkpoint", "{ckpt}/vit.pt"], "cannot take 16x16 inputs"),

@@ -174,7 +174,12 @@ def test_ledger_has_one_row_per_export(exported, trained_run: Path) -> None:
     rows = [r for r in Ledger(trained_run.parent).exports(trained_run.name) if r["target"] == "onnx"]
     assert rows and all(r["verified"] and r["size_bytes"] > 0 for r in rows)
     fp32 = [r for r in rows if r["precision"] == "fp32"]  # other tests may have exported INT8 before
-    assert fp32 and fp32[-1]["agreement"] >= 99.0
+    assert fp32 and fp32[-1]["agreement"] >= 99.0 and fp32[-1]["scheme"] is None
+    # A non-default scheme sits in its own folder (int8-dynamic); the row has the clean precision + scheme.
+    dyn = exported("onnx", "int8", scheme="dynamic")
+    assert dyn.artifact.directory.name == "int8-dynamic"
+    row = [r for r in Ledger(trained_run.parent).exports(trained_run.name) if r["path"] == str(dyn.artifact.directory)]
+    assert [(r["precision"], r["scheme"], r["method"]) for r in row[-1:]] == [("int8", "dynamic", "ptq")]
 
 
 def test_reexport_replaces_atomically(trained_run: Path) -> None:

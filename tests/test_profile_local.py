@@ -104,6 +104,11 @@ def test_cli_profile_records_ledger_and_json(run_dir: Path, capsys: pytest.Captu
     assert {r["target"] for r in rows} >= {"pytorch", "openvino-cpu"}
     row = rows[-1]
     assert row["median_ms"] > 0 and row["p99_ms"] >= row["median_ms"] and row["threads"] == 1
+    # the row points at the export it timed; the PyTorch baseline times no export
+    (export,) = [x for x in Ledger(run_dir.parent).exports(run_dir.name) if x["id"] == row["export_id"]]
+    assert (export["target"], export["precision"]) == ("openvino-cpu", "fp32")
+    assert Path(export["path"]).resolve() == Path(row["extra"]["artifact"]).resolve()
+    assert all(r["export_id"] is None for r in rows if r["target"] == "pytorch")
     files = list((run_dir / "profiles").glob("openvino-cpu-fp32-*.json"))
     assert files and json.loads(files[0].read_text())["stats"]["median_ms"] > 0
 

@@ -75,8 +75,10 @@ def quantize(src: Path, dst: Path, target: Target, calibration: np.ndarray | Non
     """onnxruntime INT8: static QDQ (per-channel S8 weights, U8 activations) or dynamic.
 
     `quantization.options` go to onnxruntime as extra_options, except op_types_to_quantize and
-    nodes_to_exclude, which are its own arguments, and quantize_activation_matmuls (default false:
-    static INT8 leaves activation x activation MatMuls, i.e. attention, in float)."""
+    nodes_to_exclude, which are its own arguments, quantize_activation_matmuls (default false:
+    static INT8 leaves activation x activation MatMuls, i.e. attention, in float) and reduce_range
+    (default true: 7-bit weights; onnxruntime's U8S8 kernels saturate on x86 CPUs without VNNI, e.g.
+    AVX2-only ones, and the same artifact must run there: the tiny test DeiT lost 3.6 pt without it)."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quant_pre_process, quantize_dynamic, quantize_static)
 
@@ -85,13 +87,15 @@ def quantize(src: Path, dst: Path, target: Target, calibration: np.ndarray | Non
     op_types = options.pop("op_types_to_quantize", list(QUANTIZED_OPS))
     exclude = list(options.pop("nodes_to_exclude", None) or [])
     keep_attention_float = not options.pop("quantize_activation_matmuls", False)
+    reduce_range = bool(options.pop("reduce_range", True))
     pre = src.with_name("pre.onnx")
     quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
     if q.scheme == "static" and keep_attention_float:
         exclude += activation_matmuls(onnx.load(str(pre)))
     if q.scheme == "dynamic":
         quantize_dynamic(str(pre), str(dst), per_channel=q.per_channel, weight_type=QuantType.QInt8,
-                         op_types_to_quantize=op_types, nodes_to_exclude=exclude, extra_options=options)
+                         reduce_range=reduce_range, op_types_to_quantize=op_types, nodes_to_exclude=exclude,
+                         extra_options=options)
     elif q.scheme == "static":
         if calibration is None or not len(calibration):
             raise EdgevitError("static INT8 needs calibration images (--calibration N, N >= 1)")
@@ -111,7 +115,7 @@ def quantize(src: Path, dst: Path, target: Target, calibration: np.ndarray | Non
                 return None if x is None else {INPUT: np.ascontiguousarray(x, dtype=np.float32)}
 
         quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=q.per_channel,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range,
                         calibrate_method=methods[method], op_types_to_quantize=op_types,
                         nodes_to_exclude=exclude, extra_options=options)
     else:

@@ -178,8 +178,10 @@ def export_run(run_dir: str | Path, target: str | Target, precision: str | None 
     if ledger:
         from edgevit.runs import Ledger
 
+        int8 = precision == "int8"  # the folder may say int8-static; the row has precision + scheme
         Ledger(run_dir.parent).record_export(
-            run_dir.name, target=tgt.name, format=tgt.format, precision=subdir, path=final,
+            run_dir.name, target=tgt.name, format=tgt.format, precision=precision,
+            scheme=tgt.quantization.scheme if int8 else None, method="ptq" if int8 else None, path=final,
             size_bytes=artifact.size_bytes(), seconds=round(seconds, 3), verified=check.verified,
             agreement=check.agreement, max_abs_diff=check.max_abs_diff, top1=check.top1, note=check.note)
     return ExportResult(artifact, check, seconds)

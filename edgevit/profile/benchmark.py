@@ -121,7 +121,7 @@ def benchmark(run_dir: Path, args: argparse.Namespace, log: Any = print) -> tupl
                 row.note = "; ".join(filter(None, [row.note, f"not timed: {exc}"]))
                 log(f"{target.name} {precision}: {row.note}")
                 continue
-            record(run_dir, target.name, result)
+            record(run_dir, target.name, result, folder)
             row.median_ms, row.p90_ms = result.stats.median_ms, result.stats.p90_ms
             row.speedup = base.stats.median_ms / result.stats.median_ms if result.stats.median_ms > 0 else None
             row.runtime, row.device = result.runtime, result.device

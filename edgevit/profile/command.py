@@ -167,13 +167,16 @@ def _local_trtexec(folder: Path, precision: str, args: argparse.Namespace) -> Pr
                          extra={"trtexec": parsed, "command": argv})
 
 
-def record(run_dir: Path, target_name: str, result: ProfileResult) -> int:
-    """One ledger row for this measurement."""
-    from edgevit.runs import Ledger
+def record(run_dir: Path, target_name: str, result: ProfileResult, folder: Path | None = None) -> int:
+    """One ledger row for this measurement, joined to the export row of the artifact `folder` it timed."""
+    from edgevit.runs import Ledger, split_precision
 
     s = result.stats
-    return Ledger(run_dir.parent).record_profile(
-        run_dir.name, target=target_name, format=result.format, precision=result.precision, runtime=result.runtime,
+    ledger = Ledger(run_dir.parent)
+    export = ledger.latest_export(run_dir.name, target=target_name, folder=folder.name) if folder else None
+    return ledger.record_profile(
+        run_dir.name, target=target_name, format=result.format, precision=split_precision(result.precision)[0],
+        export_id=export["id"] if export else None, runtime=result.runtime,
         device=result.device, threads=result.threads, batch=result.batch, iterations=s.iterations, warmup=s.warmup,
         median_ms=s.median_ms, p90_ms=s.p90_ms, p99_ms=s.p99_ms, mean_ms=s.mean_ms, throughput=s.throughput,
         peak_mem_mb=result.peak_mem_mb, extra=result.extra)
@@ -193,7 +196,8 @@ def run(args: argparse.Namespace) -> int:
     name = target.name if target is not None else BASELINE
     print(result.summary_line())
     print(f"input: {result.extra.get('input', 'see the device tool')}; machine load: {result.extra.get('load', 'n/a')}")
-    row = record(run_dir, name, result)
+    folder = artifact_dir(run_dir, target.name, args.precision or target.precision) if target is not None else None
+    row = record(run_dir, name, result, folder)
     path = write_json(run_dir, name, result)
     print(f"wrote {path} and ledger row {row} in {run_dir.parent / 'ledger.sqlite'}")
     return 0
