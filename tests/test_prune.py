@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +104,20 @@ def test_removed_channels_are_consistent_across_q_k_v_and_proj(deit, attention: 
         pruned = prune_channels(model, X, 0.5, "magnitude", attention=attention)
         assert torch.allclose(pruned(x), ref, atol=1e-5)
     assert all(b["mlp_hidden"] == 128 for b in _blocks(structure(pruned)).values())
+
+
+def test_global_ranking_keeps_a_tenth_of_every_layer(deit) -> None:
+    """A block whose MLP lives in two units ranks its other 254 below everything else; global
+    (isomorphic) ranking would keep those two alone, and keeps a tenth of the layer instead."""
+    model = copy.deepcopy(deit[0])
+    with torch.no_grad():
+        mlp = model.blocks[1].mlp
+        mlp.fc1.weight[2:] *= 1e-4
+        mlp.fc1.bias[2:] *= 1e-4
+        mlp.fc2.weight[:, 2:] *= 1e-4
+    pruned, _ = prune_model(model, X, 0.4, importance="magnitude", isomorphic=True)
+    hidden = [b["mlp_hidden"] for b in _blocks(structure(pruned)).values()]
+    assert hidden[1] == math.ceil(0.1 * 256) and hidden[0] > hidden[1], hidden
 
 
 @pytest.mark.parametrize("kind", ["taylor", "hessian"])

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edgevit.config import PruneConfig
+from edgevit.errors import EdgevitError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,8 +50,12 @@ def _row(label: str, params: float, macs: float, top1: float | None) -> str:
 def prune_and_print(parent: Path, opts: dict[str, Any], **kw: Any) -> dict[str, Any]:
     """Run the stage with progress bars and print params, MACs and top-1 before and after."""
     from edgevit.distill.command import progress_bars
-    from edgevit.prune.engine import check_options
-    from edgevit.prune.pipeline import prune
+
+    try:
+        from edgevit.prune.engine import check_options
+        from edgevit.prune.pipeline import prune
+    except ModuleNotFoundError as exc:
+        raise EdgevitError(f"pruning needs the package '{exc.name}': pip install 'edgevit[prune]'") from None
 
     check_options(opts["ratio"], opts["by"], opts["importance"], opts["attention"], opts["steps"])
     print(f"edgevit prune: {parent} -> remove {opts['ratio']:.0%} of the {opts['by']} ({opts['importance']}"

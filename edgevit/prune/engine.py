@@ -231,15 +231,13 @@ class _KeepSome(tp.importance.Importance):
         imp = self.base(group)
         if imp is None:
             return None
-        groups = max([self.heads[dep.target.module] for dep, _ in group if dep.target.module in self.heads] or [1])
-        per = imp.view(groups, -1).mean(0) if len(imp) % groups == 0 else imp
-        keep = torch.topk(per, max(1, math.ceil(MIN_KEEP * len(per)))).indices
-        imp = imp.clone()
-        if per is imp or len(per) == len(imp):
-            imp[keep] = float("inf")
-        else:
-            imp.view(groups, -1)[:, keep] = float("inf")
-        return imp
+        heads = max([self.heads[dep.target.module] for dep, _ in group if dep.target.module in self.heads] or [1])
+        heads = heads if len(imp) % heads == 0 else 1
+        per_dim = imp.view(heads, -1).mean(0)  # a head dim is kept or dropped in every head alike
+        keep = torch.topk(per_dim, max(1, math.ceil(MIN_KEEP * len(per_dim)))).indices
+        imp = imp.clone().view(heads, -1)
+        imp[:, keep] = float("inf")
+        return imp.view(-1)
 
 
 # ------------------------------------------------------------------------------------ heads
