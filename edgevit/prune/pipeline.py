@@ -155,6 +155,28 @@ def prune(run: str | Path, ratio: float = 0.5, *, by: str = "macs", importance: 
     return summary
 
 
+def _step(model: torch.nn.Module, i: int, base: float, epochs: int, recipe: Recipe, data: Datasets,
+          plain: Datasets, run_dir: Path, log: Log, progress: Any, teacher: Any, cache: Any,
+          rounds: int | None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Step i of `steps`: prune to base * (1 - ratio * i / steps) MACs (or params), then recover."""
+    cfg = recipe.prune
+    example = torch.zeros(1, 3, recipe.data.img_size, recipe.data.img_size)
+    torch.manual_seed(recipe.seed + i)
+    batches = _importance_batches(plain, recipe.data.batch_size, recipe.seed + i) if cfg.importance != "magnitude" else []
+    importance_signal(model, batches, cfg.importance)
+    now = count(model, example)[0 if cfg.by == "macs" else 1]
+    model, report = prune_model(model, example, base * (1 - cfg.ratio * i / cfg.steps) / now, by=cfg.by,
+                                importance=cfg.importance, isomorphic=cfg.isomorphic, attention=cfg.attention,
+                                embed=cfg.embed, log=log)
+    pruned_top1 = evaluate(model, data.val)["top1"]
+    log(f"step {i}/{cfg.steps}: {report.macs_after / 1e6:.2f} M MACs, {report.params_after / 1e6:.3f} M params, "
+        f"{pruned_top1:.2f}% top-1 before recovery")
+    if epochs > 0:
+        recover(model, teacher, recipe, data, epochs, run_dir, f"recover {i}/{cfg.steps}", log, progress, cache, rounds)
+    return model, {"step": i, **report.as_dict(), "val_top1_pruned": pruned_top1, "recover_epochs": epochs,
+                   "val_top1": evaluate(model, data.val)["top1"]}
+
+
 def _prune(student: torch.nn.Module, meta: dict[str, Any], parent_dir: Path, parent: Recipe | None, recipe: Recipe,
            run_dir: Path, ledger: Ledger, log: Log, progress: Any) -> dict[str, Any]:
     t0 = time.perf_counter()
@@ -169,26 +191,11 @@ def _prune(student: torch.nn.Module, meta: dict[str, Any], parent_dir: Path, par
     log(f"parent {parent_dir.name}: {parent_top1:.2f}% top-1, {params0 / 1e6:.3f} M params, {macs0 / 1e6:.2f} M MACs")
     who = cfg.recover_teacher if cfg.recover_epochs else "none"
     teacher, tinfo, cache, rounds = _teacher(who, parent, parent_dir, recipe, data, run_dir, log, progress)
-    epochs = _split(cfg.recover_epochs, cfg.steps)
     model, history = student, []
-    for i in range(1, cfg.steps + 1):
-        torch.manual_seed(recipe.seed + i)
-        batches = _importance_batches(plain, recipe.data.batch_size, recipe.seed + i) if cfg.importance != "magnitude" else []
-        importance_signal(model, batches, cfg.importance)
-        now = count(model, example)[0 if cfg.by == "macs" else 1]
-        keep = base * (1 - cfg.ratio * i / cfg.steps) / now
-        model, report = prune_model(model, example, keep, by=cfg.by, importance=cfg.importance,
-                                    isomorphic=cfg.isomorphic, attention=cfg.attention, embed=cfg.embed, log=log)
-        pruned_top1 = evaluate(model, data.val)["top1"]
-        log(f"step {i}/{cfg.steps}: {report.macs_after / 1e6:.2f} M MACs, {report.params_after / 1e6:.3f} M params, "
-            f"{pruned_top1:.2f}% top-1 before recovery")
-        row: dict[str, Any] = {"step": i, **report.as_dict(), "val_top1_pruned": pruned_top1}
-        if epochs[i - 1] > 0:
-            final = recover(model, teacher, recipe, data, epochs[i - 1], run_dir, f"recover {i}/{cfg.steps}", log,
-                            progress, cache, rounds)
-            row["val_top1_recovered"] = final.get("val_top1")
-        ledger.record_eval(run_dir.name, epoch=i, split="val", metrics={"top1": evaluate(model, data.val)["top1"],
-                                                                         "top1_pruned": pruned_top1, "step": i})
+    for i, epochs in enumerate(_split(cfg.recover_epochs, cfg.steps), start=1):
+        model, row = _step(model, i, base, epochs, recipe, data, plain, run_dir, log, progress, teacher, cache, rounds)
+        ledger.record_eval(run_dir.name, epoch=i, split="val", metrics={"top1": row["val_top1"],
+                                                                         "top1_pruned": row["val_top1_pruned"]})
         history.append(row)
     macs1, params1 = count(model, example)
     final_top1 = evaluate(model, data.val)
