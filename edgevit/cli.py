@@ -15,6 +15,7 @@ from edgevit.errors import EdgevitError
 # name -> (module, one-line help). The module has add_arguments(parser) and run(args) -> int.
 COMMANDS: dict[str, tuple[str, str]] = {
     "distill": ("edgevit.distill.command", "train a small student from a teacher (DeiT distillation)"),
+    "prune": ("edgevit.prune.command", "prune a distilled student (heads, widths, channels) and recover it by distillation"),
     "export": ("edgevit.export.command", "export a run's student for a hardware target and verify it"),
     "profile": ("edgevit.profile.command", "measure an exported model's latency in its runtime, here or over SSH"),
     "benchmark": ("edgevit.profile.benchmark_command", "export + verify + time every target; name what to ship on each"),

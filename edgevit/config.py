@@ -6,6 +6,7 @@ A bad field gives one line naming the file, the field and what is allowed (see `
 from __future__ import annotations
 
 import difflib
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -104,6 +105,25 @@ class OptimConfig(_Strict):
     clip_grad: float | None = Field(None, gt=0)
 
 
+class PruneConfig(_Strict):
+    """`edgevit prune`: structured pruning of the distilled student, then recovery by distillation."""
+
+    ratio: float = Field(0.5, gt=0, lt=1, description="share of the student's MACs (or params) to remove")
+    by: Literal["macs", "params"] = "macs"
+    importance: Literal["taylor", "magnitude", "hessian"] = "taylor"
+    isomorphic: bool = Field(False, description="rank channels globally within isomorphic groups (Torch-Pruning)")
+    attention: Literal["dims", "heads", "both"] = Field(
+        "dims", description="what attention loses: head dims (the same in every head), whole heads, or both")
+    embed: bool = Field(False, description="also the DeiT embedding width (PVT-v2 and ConvMixer always prune "
+                        "their stage channels)")
+    steps: int = Field(1, ge=1, description="prune a little, recover a little, this many times")
+    recover_epochs: int = Field(10, ge=0, description="distillation epochs after pruning, over all steps")
+    recover_teacher: Literal["teacher", "student", "none"] = Field(
+        "teacher", description="teacher: the run's teacher; student: the unpruned student; none: labels only")
+    lr: float | None = Field(None, gt=0, description="recovery lr at optim.lr_base_batch (None: the recipe's)")
+    warmup_epochs: int = Field(1, ge=0, description="recovery warm-up epochs")
+
+
 class Recipe(_Strict):
     name: str = "recipe"
     description: str = ""
@@ -118,6 +138,7 @@ class Recipe(_Strict):
     student: StudentConfig = Field(default_factory=StudentConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
+    prune: PruneConfig | None = Field(None, description="prune the distilled student (edgevit prune)")
 
 
 # ----------------------------------------------------------------------------------------- targets
@@ -165,6 +186,8 @@ def _explain(path: Path, model: type[BaseModel], err: ValidationError) -> str:
         for part in e["loc"][:-1]:
             field = parent.model_fields.get(str(part)) if isinstance(parent, type) and issubclass(parent, BaseModel) else None
             parent = field.annotation if field is not None else None
+            # an optional section (`prune: PruneConfig | None`): its model is the non-None member
+            parent = next((a for a in typing.get_args(parent) if isinstance(a, type) and issubclass(a, BaseModel)), parent)
         allowed = sorted(parent.model_fields) if isinstance(parent, type) and issubclass(parent, BaseModel) else []
         close = difflib.get_close_matches(str(e["loc"][-1]), allowed, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""

@@ -155,4 +155,8 @@ def run(a: argparse.Namespace) -> int:
             f"{summary['params_m']:.2f} M params, {summary['macs_g'] * 1000:.1f} M MACs, {summary['precision']}")
         log(f"done in {time.perf_counter() - t0:.0f} s; run folder: {run_dir} (student.pt, metrics.jsonl, recipe.yaml); "
             f"next: edgevit export {run_dir} --target openvino-cpu")
+        if recipe.prune is not None:  # the recipe goes on: distill -> prune -> recover
+            from edgevit.prune.command import prune_and_print
+
+            prune_and_print(run_dir, recipe.prune.model_dump())
     return 0

@@ -19,6 +19,7 @@ from timm.models.convmixer import ConvMixer
 from torch import nn
 
 from edgevit.errors import EdgevitError
+from edgevit.models.prunable import make_dimension_agnostic
 
 @register_model
 def convmixer_256_8_ks5_p2(pretrained: bool = False, **kwargs: Any) -> ConvMixer:
@@ -95,6 +96,7 @@ def create_student(name: str, kwargs: dict[str, Any]) -> nn.Module:
         model = timm.create_model(name, pretrained=False, **kwargs)
     except TypeError as exc:
         raise EdgevitError(f"student '{name}' does not accept these options ({exc}); fix student.kwargs") from None
+    make_dimension_agnostic(model)  # so a pruned student runs (and rebuilds as the same module types)
     if has_distillation_head(model):
         return model
     return DistilledHeadStudent(model, kwargs["num_classes"])
