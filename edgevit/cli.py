@@ -16,6 +16,7 @@ from edgevit.errors import EdgevitError
 COMMANDS: dict[str, tuple[str, str]] = {
     "distill": ("edgevit.distill.command", "train a small student from a teacher (DeiT distillation)"),
     "export": ("edgevit.export.command", "export a run's student for a hardware target and verify it"),
+    "quantize": ("edgevit.quantize.command", "INT8 for a target within an accuracy drop: ptq, tune (float fallback) or qat"),
     "profile": ("edgevit.profile.command", "measure an exported model's latency in its runtime, here or over SSH"),
     "benchmark": ("edgevit.profile.benchmark", "export + verify + profile many targets, one table"),
     "recipes": ("edgevit.catalog", "list the shipped training recipes"),

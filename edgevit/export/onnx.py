@@ -66,7 +66,7 @@ def export(model: torch.nn.Module, sample: torch.Tensor, target: Target, precisi
         "opset": target.opset, "dynamic_batch": target.dynamic_batch,
         "input_name": INPUT, "output_name": OUTPUT,
         "quantization": None if precision == "fp32" else {"scheme": q.scheme, "format": "QDQ" if q.scheme == "static" else "QOperator",
-                                                           "per_channel": q.per_channel, "method": q.method or "minmax"},
+                                                           "per_channel": q.per_channel, "calibration": q.method or "minmax"},
         "runtime": {k: v for k, v in target.runtime.items() if k in ("graph_optimization_level", "execution_provider")},
     })
 

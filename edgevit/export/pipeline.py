@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -72,10 +72,16 @@ def timed_export(fmt: str, model: torch.nn.Module, sample: torch.Tensor, target:
     module = format_module(fmt)
     if precision not in module.PRECISIONS:
         raise EdgevitError(f"{fmt} export supports {', '.join(module.PRECISIONS)} (asked for {precision})")
+    return run_converter(fmt, precision, lambda: module.export(model, sample, target, precision, calibration, out_dir, meta),
+                         module.TOOLS)
+
+
+def run_converter(fmt: str, precision: str, convert: Callable[[], Artifact], tools: tuple[str, ...]) -> tuple[Artifact, float]:
+    """Time `convert()`; a converter failure becomes one line naming the format and op."""
     start = time.perf_counter()
     try:  # converters print progress on stdout; keep stdout for the command's own table
         with contextlib.redirect_stdout(sys.stderr):
-            artifact = module.export(model, sample, target, precision, calibration, out_dir, meta)
+            artifact = convert()
     except EdgevitError:
         raise
     except Exception as exc:  # noqa: BLE001 - any converter failure becomes one readable line
@@ -85,13 +91,34 @@ def timed_export(fmt: str, model: torch.nn.Module, sample: torch.Tensor, target:
         where = f" at op {op}" if op else ""
         raise EdgevitError(f"{fmt} export ({precision}) failed{where}: {first[:300]}") from exc
     seconds = time.perf_counter() - start
-    artifact.manifest["tools"] = tool_versions(("torch", *module.TOOLS))
+    artifact.manifest["tools"] = tool_versions(("torch", *tools))
     return artifact, seconds
 
 
 def _images(dataset: Any, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = zip(*(dataset[int(i)] for i in indices))
     return torch.stack(list(xs)).numpy().astype(np.float32), np.asarray(ys)
+
+
+@dataclass
+class ExportInputs:
+    """Everything an exporter or a quantizer needs from a run: the model and the images it is checked on."""
+
+    run_dir: Path
+    target: Target
+    precision: str
+    subdir: str  # the artifact's folder name under exports/<target>/
+    model: torch.nn.Module
+    meta: dict[str, Any]
+    sample: torch.Tensor
+    val_x: np.ndarray
+    val_y: np.ndarray
+    calibration: np.ndarray | None
+    reference: np.ndarray  # PyTorch FP32 logits on val_x
+
+    @property
+    def torch_top1(self) -> float:
+        return round(float((self.reference.argmax(1) == self.val_y).mean() * 100), 2)
 
 
 def export_run(run_dir: str | Path, target: str | Target, precision: str | None = None,
@@ -105,6 +132,15 @@ def export_run(run_dir: str | Path, target: str | Target, precision: str | None 
     whole validation split up to `verify_images` (a seeded sample beyond that, to bound time/memory).
     Writes `runs/<run>/exports/<target>/<precision>/` and a ledger row.
     """
+    inp = prepare_export(run_dir, target, precision, calibration, scheme, dynamic_batch, verify_images)
+    return write_export(inp, lambda out: timed_export(inp.target.format, inp.model, inp.sample, inp.target, inp.precision,
+                                                      inp.calibration, out, inp.meta), ledger=ledger)
+
+
+def prepare_export(run_dir: str | Path, target: str | Target, precision: str | None = None,
+                   calibration: int | None = None, scheme: str | None = None, dynamic_batch: bool | None = None,
+                   verify_images: int = 2000) -> ExportInputs:
+    """Load the run's student, its validation images (and PyTorch's logits on them) and calibration images."""
     from edgevit.data import build_datasets
 
     run_dir = Path(run_dir)
@@ -148,26 +184,37 @@ def export_run(run_dir: str | Path, target: str | Target, precision: str | None 
             raise EdgevitError(f"--calibration must be >= 1 (got {n})")
         order = np.random.default_rng(0).permutation(len(ds.train))[: min(n, len(ds.train))]
         calib, _ = _images(ds.train, order)
+    with torch.no_grad():
+        reference = np.concatenate([model(torch.from_numpy(val_x[i:i + 256])).numpy()
+                                    for i in range(0, len(val_x), 256)])
+    return ExportInputs(run_dir, tgt, precision, subdir, model, meta, sample, val_x, val_y, calib, reference)
 
+
+def write_export(inp: ExportInputs, build: Callable[[Path], tuple[Artifact, float]], *, ledger: bool = True,
+                 max_drop: float | None = None, method: str | None = None) -> ExportResult:
+    """Build into a temp folder, complete the manifest, verify, rename into place, record in the ledger.
+
+    `max_drop` (top-1 points) replaces the INT8 verification rule of `verify` (a tuned artifact is held
+    to the drop it was tuned for); `method` (ptq|tune|qat) is recorded with the export.
+    """
+    run_dir, tgt, meta = inp.run_dir, inp.target, inp.meta
     out_root = run_dir / EXPORTS_DIR / tgt.name
     out_root.mkdir(parents=True, exist_ok=True)
-    final = out_root / subdir
-    tmp = Path(tempfile.mkdtemp(prefix=f".{subdir}-", dir=out_root))
+    final = out_root / inp.subdir
+    tmp = Path(tempfile.mkdtemp(prefix=f".{inp.subdir}-", dir=out_root))
     try:
-        artifact, seconds = timed_export(tgt.format, model, sample, tgt, precision, calib, tmp, meta)
+        artifact, seconds = build(tmp)
+        calib = inp.calibration
         artifact.manifest = {  # the exporter's own fields win (e.g. a full-integer model's int8 input)
             "target": tgt.name, "device_name": tgt.device_name, "model_name": meta["model_name"],
-            "layout": "NCHW", "input_dtype": "float32", "img_size": size,
+            "layout": "NCHW", "input_dtype": "float32", "img_size": int(inp.sample.shape[-1]),
             "mean": list(meta["mean"]), "std": list(meta["std"]), "crop_pct": meta.get("crop_pct"),
             "class_names": list(meta["class_names"]), "num_classes": len(meta["class_names"]),
             "source_checkpoint": {"file": str(run_dir / STUDENT_FILE), "sha256": meta["sha256"]},
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "export_seconds": round(seconds, 3), "calibration_images": None if calib is None else len(calib),
             **artifact.manifest}
-        with torch.no_grad():
-            reference = np.concatenate([model(torch.from_numpy(val_x[i:i + 256])).numpy()
-                                        for i in range(0, len(val_x), 256)])
-        check = verify(artifact, val_x, val_y, reference)
+        check = verify(artifact, inp.val_x, inp.val_y, inp.reference, max_drop=max_drop)
         artifact.manifest["verification"] = check.to_dict()
         artifact.write_manifest()
         _replace(tmp, final)
@@ -178,8 +225,10 @@ def export_run(run_dir: str | Path, target: str | Target, precision: str | None 
     if ledger:
         from edgevit.runs import Ledger
 
+        # TODO(ledger v2): precision="int8", scheme=..., method=method, extra=manifest["quantization"];
+        # until exports.method exists the method rides in the folder name (int8-tune) and the manifest.
         Ledger(run_dir.parent).record_export(
-            run_dir.name, target=tgt.name, format=tgt.format, precision=subdir, path=final,
+            run_dir.name, target=tgt.name, format=tgt.format, precision=inp.subdir, path=final,
             size_bytes=artifact.size_bytes(), seconds=round(seconds, 3), verified=check.verified,
             agreement=check.agreement, max_abs_diff=check.max_abs_diff, top1=check.top1, note=check.note)
     return ExportResult(artifact, check, seconds)
