@@ -67,19 +67,15 @@ def layer_ops(flat: bytes, with_ops: bool = False) -> dict[str, list[tuple]]:
     return layers
 
 
-_MOVES = {"RESHAPE", "TRANSPOSE", "SLICE", "STRIDED_SLICE", "CONCATENATION", "SQUEEZE", "EXPAND_DIMS", "GATHER",
-          "PACK", "UNPACK", "SPLIT", "SPLIT_V", "QUANTIZE", "DEQUANTIZE"}
-
-
 def float_layers(flat: bytes) -> list[str]:
-    """Layers with an op that computes in float32 in this flatbuffer (data movement aside)."""
+    """Layers with an op that outputs float32 in this flatbuffer (QUANTIZE/DEQUANTIZE are not layers' ops)."""
     from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfu
 
     model = tfu.read_model(flat)
     graph = model.subgraphs[0]
     out: list[str] = []
     for layer, ops in layer_ops(flat, with_ops=True).items():
-        if any(name not in _MOVES and any(graph.tensors[t].type == 0 for t in op.outputs) for name, _, op in ops):
+        if any(any(graph.tensors[t].type == 0 for t in op.outputs) for _, _, op in ops):  # 0: FLOAT32
             out.append(layer)
     return out
 
