@@ -31,13 +31,17 @@ MAX_DROP_RANGE = (0.0, 100.0)
 SUPPORTED: dict[str, tuple[str, ...]] = {"onnx": METHODS, "openvino": METHODS, "tflite": METHODS,
                                          "tensorrt": METHODS, "coreml": ()}
 TOOLS = {  # what each (format, method) runs, for the manifest's tool versions
-    "onnx": ("onnx", "onnxruntime", "nncf"), "openvino": ("openvino", "nncf"),
-    "tflite": ("litert-torch", "ai-edge-litert", "ai-edge-quantizer"),
-    "tensorrt": ("onnx", "onnxruntime", "polygraphy", "nvidia-modelopt"),
+    "onnx": ("onnx", "onnxruntime", "nncf", "neural-compressor", "torchao"), "openvino": ("openvino", "nncf", "torchao"),
+    "tflite": ("litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torchao"),
+    "tensorrt": ("onnx", "onnxruntime", "polygraphy", "nvidia-modelopt", "torchao"),
 }
 
 
-def check_request(fmt: str, target_name: str, method: str, max_drop: float) -> None:
+TUNERS = {"nncf": ("onnx", "openvino"), "inc": ("onnx",), "ai-edge-quantizer": ("tflite",), "modelopt": ("tensorrt",)}
+DEFAULT_TUNER = {"onnx": "nncf", "openvino": "nncf", "tflite": "ai-edge-quantizer", "tensorrt": "modelopt"}
+
+
+def check_request(fmt: str, target_name: str, method: str, max_drop: float, tool: str | None = None) -> None:
     """Bad input -> one line naming the problem and the fix."""
     if method not in METHODS:
         raise EdgevitError(f"unknown quantization method '{method}' (choose {', '.join(METHODS)})")
@@ -50,24 +54,31 @@ def check_request(fmt: str, target_name: str, method: str, max_drop: float) -> N
             raise EdgevitError(f"target {target_name} ({fmt}) has weight-only INT8 (no activation quantization to tune "
                                f"or train): --method {method} works for {', '.join(able)} targets")
         raise EdgevitError(f"target {target_name} ({fmt}) cannot do --method {method} (formats that can: {', '.join(able)})")
+    if tool is not None:
+        if method != "tune":
+            raise EdgevitError(f"--tool chooses the tuner of --method tune (asked with --method {method})")
+        if fmt not in TUNERS.get(tool, ()):
+            able = ", ".join(t for t, fmts in TUNERS.items() if fmt in fmts)
+            raise EdgevitError(f"--tool {tool} cannot tune target {target_name} ({fmt}); its tuners: {able}")
 
 
 def quantize(run: str | Path, target: str | Any, method: str = "tune", max_drop: float = 0.5, *,
              calibration: int | None = None, epochs: int = 3, steps: int | None = None, lr: float = 1e-4,
-             teacher: str = "student", verify_images: int = 2000, ledger: bool = True,
+             teacher: str = "student", tool: str | None = None, verify_images: int = 2000, ledger: bool = True,
              log: Callable[[str], None] | None = None) -> Any:
     """INT8 for one target with `method` (ptq|tune|qat), held to `max_drop` top-1 points below FP32.
 
     Returns the ExportResult (artifact + verification in the target's runtime). `calibration`: training
     images for calibration (default the target's); `epochs`/`steps`/`lr`: QAT length and step size;
-    `teacher`: QAT teacher, `student` (the FP32 student) or `run` (the run's own distillation teacher).
+    `teacher`: QAT teacher, `student` (the FP32 student) or `run` (the run's own distillation teacher);
+    `tool`: the tuner for `tune` where a target has two (onnx: nncf, the default, or inc).
     """
     from edgevit.config import Target, load_target
     from edgevit.export.pipeline import prepare_export, run_converter, write_export
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     tgt = target if isinstance(target, Target) else load_target(target)
-    check_request(tgt.format, tgt.name, method, float(max_drop))
+    check_request(tgt.format, tgt.name, method, float(max_drop), tool)
     if "int8" not in tgt.precisions:
         raise EdgevitError(f"target {tgt.name} offers no int8 (precisions: {', '.join(tgt.precisions)})")
     if teacher not in ("student", "run"):
@@ -89,7 +100,7 @@ def quantize(run: str | Path, target: str | Any, method: str = "tune", max_drop:
         else:
             def convert():
                 nonlocal record
-                art, record = _tuned(method, inp, out, float(max_drop), epochs, steps, lr, teacher, log)
+                art, record = _tuned(method, inp, out, float(max_drop), epochs, steps, lr, teacher, tool, log)
                 return art
             record = {}
             art, seconds = run_converter(inp.target.format, f"int8 {method}", convert, TOOLS[inp.target.format])
@@ -107,13 +118,15 @@ def quantize(run: str | Path, target: str | Any, method: str = "tune", max_drop:
 
 
 def _tuned(method: str, inp: Any, out: Path, max_drop: float, epochs: int, steps: int | None, lr: float,
-           teacher: str, log: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
+           teacher: str, tool: str | None, log: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
     fmt, args = inp.target.format, (inp.model, inp.sample, inp.target, inp.calibration, inp.val_x, inp.val_y,
                                      inp.reference, max_drop, out)
     with contextlib.redirect_stdout(sys.stderr):
         if method == "tune":
             if fmt == "openvino":
                 from edgevit.quantize.nncf_tune import tune_openvino as tune
+            elif fmt == "onnx" and tool == "inc":
+                from edgevit.quantize.inc_tune import tune_onnx as tune
             elif fmt == "onnx":
                 from edgevit.quantize.nncf_tune import tune_onnx as tune
             elif fmt == "tflite":
@@ -141,13 +154,26 @@ def _train_split(inp: Any) -> Any:
 
 
 def _teacher(inp: Any, teacher: str, log: Callable[[str], None]) -> Any:
-    """None: the FP32 student teaches. `run`: the distillation teacher saved in the run folder."""
+    """None: the FP32 student teaches. `run`: the fine-tuned teacher the run distilled from (teachers/*.pt),
+    rebuilt from the run's recipe as the frozen `Teacher` that re-normalises the student's input."""
     if teacher == "student":
         return None
+    import timm
+    import torch
+    import yaml
+
+    from edgevit.models.teachers import Teacher
+
     found = sorted((inp.run_dir / "teachers").glob("*.pt"))
-    if not found:
-        raise EdgevitError(f"run {inp.run_dir.name} has no saved teacher (teachers/*.pt): use --teacher student")
-    raise EdgevitError("--teacher run needs the Core v2 teacher loader ('run:NAME'); use --teacher student for now")
+    recipe_file = inp.run_dir / "recipe.yaml"
+    names = (yaml.safe_load(recipe_file.read_text()) or {}).get("teacher", {}).get("names", []) if recipe_file.exists() else []
+    if len(found) != 1 or len(names) != 1 or names[0] == "self":
+        raise EdgevitError(f"--teacher run needs a run with one saved timm teacher (teachers/*.pt and recipe.yaml); "
+                           f"{inp.run_dir.name} has {len(found)} file(s) for {names or 'no teacher'}: use --teacher student")
+    model = timm.create_model(names[0], pretrained=False, num_classes=len(inp.meta["class_names"]))
+    model.load_state_dict(torch.load(found[0], map_location="cpu", weights_only=True))
+    log(f"QAT teacher: {names[0]} from {found[0]}")
+    return Teacher([model], names, student_mean=list(inp.meta["mean"]), student_std=list(inp.meta["std"]))
 
 
 def ptq_float_layers(art: Any) -> list[str]:

@@ -18,9 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "qat: quantization-aware distillation from the FP32 student")
     parser.add_argument("--max-drop", type=float, default=0.5, metavar="PT",
                         help="top-1 points the INT8 model may lose against FP32 on the validation split (default 0.5)")
+    parser.add_argument("--tool", choices=("nncf", "inc"), default=None,
+                        help="tuner for --method tune on the onnx target: nncf (default) or inc (Neural Compressor autotune)")
     parser.add_argument("--calibration", type=int, metavar="N", help="training images for calibration (default: the target's)")
     parser.add_argument("--epochs", type=int, default=3, help="QAT epochs (default 3)")
     parser.add_argument("--steps", type=int, default=None, help="cap on QAT optimizer steps")
+    parser.add_argument("--teacher", choices=("student", "run"), default="student",
+                        help="QAT teacher: the FP32 student (default) or the teacher the run was distilled from")
     parser.add_argument("--lr", type=float, default=1e-4, help="QAT learning rate (AdamW, cosine; default 1e-4)")
     parser.add_argument("--verify-images", type=int, default=2000, metavar="N",
                         help="validation images to tune and verify on (default 2000; the whole split if smaller)")
@@ -37,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         args.max_drop = -1.0  # reported by quantize() as out of range
     result = quantize(resolve_run(args.run, args.runs), args.target, args.method, args.max_drop,
                       calibration=args.calibration, epochs=args.epochs, steps=args.steps, lr=args.lr,
-                      verify_images=args.verify_images, ledger=not args.no_ledger)
+                      teacher=args.teacher, tool=args.tool, verify_images=args.verify_images, ledger=not args.no_ledger)
     print(table([(result.artifact.manifest.get("target", args.target), result)]))
     q = result.artifact.manifest.get("quantization") or {}
     floats = q.get("float_layers") or []

@@ -125,7 +125,7 @@ def train(qmodel: torch.fx.GraphModule, teacher: Callable[[torch.Tensor], torch.
         losses = []
         for x, y in loader:
             with torch.no_grad():
-                t = teacher(x)
+                t = teacher(x).clone()  # a Teacher answers in inference mode; autograd needs a plain tensor
             loss = distill_loss(qmodel(x), t, y, alpha, tau)
             opt.zero_grad()
             loss.backward()
@@ -222,7 +222,7 @@ def export(qmodel: torch.fx.GraphModule, quantizer: Any, sample: torch.Tensor, t
 def run(model: torch.nn.Module, teacher: torch.nn.Module | None, sample: torch.Tensor, target: Target,
         train_set: Any, calibration: np.ndarray | None, val_x: np.ndarray, val_y: np.ndarray, reference: np.ndarray,
         max_drop: float, out_dir: Path, *, epochs: int = 3, steps: int | None = None, lr: float = 1e-4,
-        batch_size: int = 64, log: Log = print) -> tuple[Artifact, dict[str, Any]]:
+        batch_size: int = 64, alpha: float = 0.5, log: Log = print) -> tuple[Artifact, dict[str, Any]]:
     """Prepare, distil, convert and export; returns the artifact and what its manifest records."""
     quantizer = litert_quantizer() if target.format == "tflite" else linear_conv_quantizer()
     qmodel = prepare(model, sample, quantizer)
@@ -231,7 +231,7 @@ def run(model: torch.nn.Module, teacher: torch.nn.Module | None, sample: torch.T
         p.requires_grad_(False)
     log(f"QAT: {epochs} epoch(s) of distillation from the {'FP32 student' if teacher is None else 'run teacher'}"
         f" on {len(train_set)} training images")
-    rows = train(qmodel, frozen, train_set, epochs, batch_size=batch_size, lr=lr, steps=steps,
+    rows = train(qmodel, frozen, train_set, epochs, batch_size=batch_size, lr=lr, alpha=alpha, steps=steps,
                  calibration=calibration, log=log)
     from torchao.quantization.pt2e import move_exported_model_to_eval
 
@@ -241,7 +241,7 @@ def run(model: torch.nn.Module, teacher: torch.nn.Module | None, sample: torch.T
     log(f"  fake-quant PyTorch model: top-1 {top1(fake, val_y):.2f}% (FP32 {top1(reference, val_y):.2f}%)")
     art = export(qmodel, quantizer, sample, target, out_dir, val_x, val_y, reference, max_drop)
     record = {"epochs": epochs, "steps": rows[-1]["steps"] if rows else 0, "lr": lr, "batch_size": batch_size,
-              "teacher": "fp32 student" if teacher is None else "run teacher", "loss": "(1-a) CE + a tau^2 KL, a=0.5, tau=1",
+              "teacher": "fp32 student" if teacher is None else "run teacher", "loss": f"(1-a) CE + a tau^2 KL, a={alpha:g}, tau=1",
               "history": rows, "fake_quant_top1": top1(fake, val_y), "float_layers": float_layers(art)}
     art.manifest["quantization"] = {**(art.manifest.get("quantization") or {}), **record}
     return art, art.manifest["quantization"]
