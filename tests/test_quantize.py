@@ -87,6 +87,8 @@ def test_a_few_qat_steps_then_the_int8_model_runs_in_its_runtime(trained_run: Pa
     (["--max-drop", "nan"], ["out of range"]),
     (["-t", "coreml-ios", "--method", "tune"], ["coreml-ios", "weight-only", "--method tune"]),
     (["-t", "coreml-ios", "--method", "qat"], ["coreml-ios", "--method qat"]),
+    (["-t", "tflite-mobile", "--tool", "inc"], ["--tool inc", "tflite-mobile", "ai-edge-quantizer"]),
+    (["--method", "qat", "--tool", "nncf"], ["--tool", "--method qat"]),
 ])
 def test_bad_input_is_one_line(tmp_path: Path, capsys, args: list[str], words: list[str]) -> None:
     assert main(["quantize", str(tmp_path), "-t", "onnx", *args]) == 2  # a later -t wins

@@ -100,7 +100,11 @@ def quantize(run: str | Path, target: str | Any, method: str = "tune", max_drop:
         else:
             def convert():
                 nonlocal record
-                art, record = _tuned(method, inp, out, float(max_drop), epochs, steps, lr, teacher, tool, log)
+                try:
+                    art, record = _tuned(method, inp, out, float(max_drop), epochs, steps, lr, teacher, tool, log)
+                except ModuleNotFoundError as exc:
+                    raise EdgevitError(f"--method {method} for {inp.target.name} needs the package '{exc.name}': "
+                                       "pip install -e '.[quantize]'") from None
                 return art
             record = {}
             art, seconds = run_converter(inp.target.format, f"int8 {method}", convert, TOOLS[inp.target.format])
