@@ -47,6 +47,7 @@ def test_tflite_tune_reports_the_drop_measured_independently(trained_run: Path) 
     r = quantize(trained_run, "tflite-mobile", "tune", max_drop=0.5, ledger=False)
     q = r.artifact.manifest["quantization"]
     assert r.artifact.directory.name == "int8-tune" and q["method"] == "tune" and q["max_drop"] == 0.5
+    assert {f.name for f in r.artifact.directory.iterdir()} == {*r.artifact.files, "manifest.json"}
     x, y, fp32 = _val_split(trained_run)
     predictor = open_predictor(r.artifact.directory)  # the folder alone, as a device would
     top1 = float((predictor(x).argmax(1) == y).mean() * 100)
@@ -67,6 +68,7 @@ def test_a_few_qat_steps_then_the_int8_model_runs_in_its_runtime(trained_run: Pa
     r = quantize(trained_run, target, "qat", epochs=1, steps=3, ledger=False)
     q = r.artifact.manifest["quantization"]
     assert r.artifact.format == fmt and r.artifact.directory.name == "int8-qat"
+    assert {f.name for f in r.artifact.directory.iterdir()} == {*r.artifact.files, "manifest.json"}  # nothing unlisted
     assert q["method"] == "qat" and q["steps"] == 3 and q["history"][0]["steps"] == 3
     x, y, _ = _val_split(trained_run)
     logits = open_predictor(r.artifact.directory)(x[:16])

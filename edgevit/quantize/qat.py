@@ -153,7 +153,9 @@ def to_onnx_qdq(converted: torch.fx.GraphModule, sample: torch.Tensor, path: Pat
         warnings.simplefilter("ignore")
         torch.onnx.export(converted, (sample,), str(path), dynamo=True, opset_version=opset, input_names=[INPUT],
                           output_names=[OUTPUT], verbose=False)
-    model = onnx.load(str(path))
+    model = onnx.load(str(path))  # the dynamo exporter puts weights in <name>.data: keep one self-contained file
+    onnx.save(model, str(path), save_as_external_data=False)
+    path.with_name(path.name + ".data").unlink(missing_ok=True)
     if not any(n.op_type == "QuantizeLinear" for n in model.graph.node):
         raise EdgevitError("the QAT model exported to ONNX without Q/DQ nodes")
     return model
