@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "distill": ("edgevit.distill.command", "train a small student from a teacher (DeiT distillation)"),
     "prune": ("edgevit.prune.command", "prune a distilled student (heads, widths, channels) and recover it by distillation"),
     "export": ("edgevit.export.command", "export a run's student for a hardware target and verify it"),
+    "quantize": ("edgevit.quantize.command", "INT8 for a target within an accuracy drop: ptq, tune (float fallback) or qat"),
     "profile": ("edgevit.profile.command", "measure an exported model's latency in its runtime, here or over SSH"),
     "benchmark": ("edgevit.profile.benchmark_command", "export + verify + time every target; name what to ship on each"),
     "report": ("edgevit.report.command", "the runs ledger as an HTML report: tables, accuracy-vs-latency plots"),

@@ -81,6 +81,17 @@ def torch_save(obj: Any, path: str | Path) -> None:
         torch.save(obj, f)
 
 
+def replace_dir(src: Path, final: Path) -> None:
+    """Rename folder `src` to `final`; an older `final` is moved aside first and removed afterwards."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}-old-{time.time_ns()}")
+        final.rename(old)
+    src.rename(final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside `final`; it replaces `final` only when the block
@@ -90,13 +101,7 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     try:
         yield tmp
-        old = None
-        if final.exists():
-            old = final.with_name(f".{final.name}-old-{time.time_ns()}")
-            final.rename(old)
-        tmp.rename(final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, final)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise _write_failed(final, exc) from exc

@@ -9,7 +9,9 @@ Runtimes imported lazily: only the one an artifact needs has to be installed.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -24,10 +26,15 @@ RUNTIMES: dict[str, tuple[str, str]] = {
     "onnx": ("onnxruntime", "onnxruntime"),
     "tensorrt": ("onnxruntime", "onnxruntime"),  # the TensorRT ONNX runs in onnxruntime here; engines need trtexec
     "openvino": ("openvino", "openvino"),
-    "tflite": ("litert", "ai_edge_litert"),
+    "tflite": ("litert", "ai_edge_litert"),  # or tflite_runtime (see _litert)
     "coreml": ("coreml", "coremltools"),
     "executorch": ("executorch", "executorch"),
 }
+
+# LiteRT interpreters in order of preference: ai_edge_litert (current ops), then tflite_runtime, the older
+# standalone interpreter many boards ship (2.14: needs numpy < 2, lacks e.g. FULLY_CONNECTED v12).
+LITERT_MODULES = ("ai_edge_litert", "tflite_runtime")
+_NEWER_OP = re.compile(r"Didn't find op for builtin opcode '(\w+)' version '(\d+)'")
 
 _OV_PRECISIONS = {"fp32": "f32", "f32": "f32", "fp16": "f16", "f16": "f16", "bf16": "bf16"}
 
@@ -70,6 +77,10 @@ def runtime_available(fmt: str) -> tuple[bool, str]:
     runtime, module = RUNTIMES[fmt]
     if fmt == "coreml" and sys.platform != "darwin":
         return False, "not verifiable here: Core ML prediction needs macOS"
+    if fmt == "tflite":
+        if not any(importlib.util.find_spec(m) for m in LITERT_MODULES):
+            return False, "litert is not installed (pip install ai-edge-litert, or tflite-runtime on a board)"
+        return True, runtime
     if importlib.util.find_spec(module) is None:
         return False, f"{runtime} is not installed (pip install {module.replace('_', '-')})"
     return True, runtime
@@ -211,12 +222,39 @@ def _openvino(artifact: Artifact, threads: int | None, options: dict[str, Any]) 
 
 
 # ----------------------------------------------------------------------------------------- litert
-def _litert(artifact: Artifact, threads: int | None, options: dict[str, Any]) -> Predictor:
-    from ai_edge_litert.interpreter import Interpreter
+def litert_interpreter() -> tuple[Any, str]:
+    """The Interpreter class of the first LiteRT runtime that imports here, and its runtime name."""
+    failures = []
+    for module in LITERT_MODULES:
+        if importlib.util.find_spec(module) is None:
+            continue
+        if module == "tflite_runtime" and int(np.__version__.split(".")[0]) >= 2:  # its last release, 2.14, predates numpy 2
+            failures.append(f"tflite-runtime {_version('tflite-runtime')} needs numpy < 2 (numpy {np.__version__} here: "
+                            "pip install 'numpy<2')")
+            continue
+        try:
+            interpreter = importlib.import_module(f"{module}.interpreter")
+        except (ImportError, AttributeError) as exc:  # a broken install: try the next one
+            failures.append(f"{module}: {_first_line(exc)}")
+            continue
+        return interpreter.Interpreter, ("litert" if module == "ai_edge_litert" else "tflite-runtime")
+    raise EdgevitError(f"no LiteRT interpreter works here: {'; '.join(failures) or 'none installed'}")
 
+
+def _litert(artifact: Artifact, threads: int | None, options: dict[str, Any]) -> Predictor:
+    Interpreter, runtime = litert_interpreter()
     _unknown("litert", options, set())
-    interp = Interpreter(model_path=str(artifact.model_path), num_threads=threads)
-    interp.allocate_tensors()
+    try:
+        interp = Interpreter(model_path=str(artifact.model_path), num_threads=threads)
+        interp.allocate_tensors()
+    except (RuntimeError, ValueError) as exc:
+        newer = _NEWER_OP.search(str(exc))
+        if newer and runtime == "tflite-runtime":
+            version = _version("tflite-runtime")
+            raise EdgevitError(f"{artifact.model_path} needs the TFLite op {newer.group(1)} version {newer.group(2)}, "
+                               f"newer than tflite-runtime {version} has: install ai-edge-litert on this device "
+                               "(or export with an older op set)") from None
+        raise EdgevitError(f"{runtime} cannot load {artifact.model_path}: {_first_line(exc)}") from None
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     in_scale, in_zero = inp["quantization"]
     out_scale, out_zero = out["quantization"]
@@ -232,7 +270,7 @@ def _litert(artifact: Artifact, threads: int | None, options: dict[str, Any]) ->
             y = (y.astype(np.float32) - out_zero) * out_scale
         return np.array(y, dtype=np.float32)
 
-    return Predictor("litert", run, int(inp["shape"][0]), {"threads": threads, "input_dtype": np.dtype(inp["dtype"]).name})
+    return Predictor(runtime, run, int(inp["shape"][0]), {"threads": threads, "input_dtype": np.dtype(inp["dtype"]).name})
 
 
 # ----------------------------------------------------------------------------------------- coreml
@@ -295,6 +333,15 @@ def _executorch(artifact: Artifact, threads: int | None, options: dict[str, Any]
     settings = {"threads": threads, "threadpool": lib._threadpool_get_thread_count(),
                 "delegates": ",".join(artifact.manifest.get("backends") or []) or "none", "etdump": etdump}
     return Predictor("executorch", run, batch, settings, native=program)
+
+
+def _version(dist: str) -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -33,6 +33,15 @@ QUANT_OPTIONS = ("preset", "ignored_types", "ignored_patterns", "smooth_quant_al
 
 def export(model: torch.nn.Module, sample: torch.Tensor, target: Target, precision: str,
            calibration: np.ndarray | None, out_dir: Path, meta: dict[str, Any]) -> Artifact:
+    ov_model = convert(model, sample, target)
+    quant = None
+    if precision == "int8":
+        ov_model, quant = _quantize(ov_model, model, target, calibration)
+    return save(ov_model, out_dir, sample, target, precision, quant)
+
+
+def convert(model: torch.nn.Module, sample: torch.Tensor, target: Target) -> Any:
+    """The student as an OpenVINO model with named input/output (static batch unless the target asks)."""
     import openvino as ov
 
     with warnings.catch_warnings(), torch.no_grad():
@@ -41,16 +50,21 @@ def export(model: torch.nn.Module, sample: torch.Tensor, target: Target, precisi
         ov_model = ov.convert_model(model, example_input=sample, input=[shape])
     ov_model.inputs[0].get_tensor().set_names({"input"})
     ov_model.outputs[0].get_tensor().set_names({"logits"})
-    quant = None
-    if precision == "int8":
-        ov_model, quant = _quantize(ov_model, model, target, calibration)
+    return ov_model
+
+
+def save(ov_model: Any, out_dir: Path, sample: torch.Tensor, target: Target, precision: str,
+         quant: dict[str, Any] | None, hint: str | None = None) -> Artifact:
+    """Write the IR and the runtime settings it is meant to run with (`hint` overrides the default)."""
+    import openvino as ov
+
     ov.save_model(ov_model, str(out_dir / MODEL_FILE), compress_to_fp16=precision in ("fp16", "bf16"))
     device = str(target.runtime.get("device", "CPU"))
     default_hint = INFERENCE_PRECISION[precision]
-    if precision == "int8" and "BF16" in _capabilities(ov.Core(), device):
+    if precision == "int8" and has_bf16(device):
         default_hint = "bf16"
     runtime = {"device": device,
-               "INFERENCE_PRECISION_HINT": str(target.runtime.get("inference_precision", default_hint))}
+               "INFERENCE_PRECISION_HINT": hint or str(target.runtime.get("inference_precision", default_hint))}
     if "performance_hint" in target.runtime:
         runtime["PERFORMANCE_HINT"] = str(target.runtime["performance_hint"]).upper()
     return Artifact("openvino", precision, out_dir, [MODEL_FILE, WEIGHTS_FILE], list(sample.shape), {
@@ -58,6 +72,12 @@ def export(model: torch.nn.Module, sample: torch.Tensor, target: Target, precisi
         "weights": "fp16" if precision in ("fp16", "bf16") else ("int8" if precision == "int8" else "fp32"),
         "quantization": quant, "runtime": runtime,
     })
+
+
+def has_bf16(device: str = "CPU") -> bool:
+    import openvino as ov
+
+    return "BF16" in _capabilities(ov.Core(), device)
 
 
 def _quantize(ov_model: Any, model: torch.nn.Module, target: Target, calibration: np.ndarray | None) -> tuple[Any, dict]:
@@ -69,14 +89,19 @@ def _quantize(ov_model: Any, model: torch.nn.Module, target: Target, calibration
         raise EdgevitError(f"openvino INT8 is static post-training quantization with NNCF (target asks for {q.scheme})")
     if calibration is None or not len(calibration):
         raise EdgevitError("openvino INT8 needs calibration images (--calibration N, N >= 1)")
-    has_attention = any(name.endswith("attn") for name, _ in model.named_modules())
-    model_type = nncf.ModelType.TRANSFORMER if has_attention else None
+    model_type = model_type_of(nncf, model)
+    has_attention = model_type is not None
     batch = 1 if ov_model.inputs[0].get_partial_shape()[0].is_static else len(calibration)
     data = nncf.Dataset([calibration[i:i + batch] for i in range(0, len(calibration), batch)])
     quantized = nncf.quantize(ov_model, data, model_type=model_type, subset_size=len(calibration),
                               **_nncf_options(nncf, q.options))
     return quantized, {"scheme": "static", "tool": "nncf", "model_type": "transformer" if has_attention else "default",
                        "subset_size": len(calibration), "options": dict(q.options)}
+
+
+def model_type_of(nncf: Any, model: torch.nn.Module) -> Any:
+    """NNCF's transformer model type (LayerNorm/Softmax/GELU kept in float) when the model has attention."""
+    return nncf.ModelType.TRANSFORMER if any(name.endswith("attn") for name, _ in model.named_modules()) else None
 
 
 def _nncf_options(nncf: Any, options: dict[str, Any]) -> dict[str, Any]:

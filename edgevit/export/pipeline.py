@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ import torch
 from edgevit.artifact import Artifact
 from edgevit.config import Target, load_target
 from edgevit.errors import EdgevitError
-from edgevit.files import atomic_dir, disk_error
+from edgevit.files import atomic_dir, disk_error, replace_dir
 from edgevit.export.registry import format_module
 from edgevit.export.verify import Verification, verify
 from edgevit.models.checkpoint import STUDENT_FILE, load_student
@@ -221,37 +221,95 @@ def export_run(run_dir: str | Path, target: str | Target, precision: str | None 
 
 
 def _export(inputs: RunInputs, tgt: Target, precision: str, folder: str, calibration: int | None) -> ExportResult:
-    meta, run_dir = inputs.meta, inputs.run_dir
-    sample = inputs.sample(tgt.batch)
-    calib = None
-    if precision == "int8" and tgt.quantization.scheme == "static":
-        calib = inputs.calibration(calibration or tgt.quantization.calibration_samples)
-    with atomic_dir(run_dir / EXPORTS_DIR / tgt.name / folder) as tmp:
-        artifact, seconds = timed_export(tgt.format, inputs.model, sample, tgt, precision, calib, tmp, meta)
-        artifact.manifest = {  # the exporter's own fields win (e.g. a full-integer model's int8 input)
-            "target": tgt.name, "device_name": tgt.device_name, "model_name": meta["model_name"],
-            "layout": "NCHW", "input_dtype": "float32", "img_size": inputs.size,
-            "mean": list(meta["mean"]), "std": list(meta["std"]), "crop_pct": meta.get("crop_pct"),
-            "class_names": list(meta["class_names"]), "num_classes": len(meta["class_names"]),
-            "source_checkpoint": {"file": str(run_dir / STUDENT_FILE), "sha256": meta["sha256"]},
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "export_seconds": round(seconds, 3), "calibration_images": None if calib is None else len(calib),
-            **artifact.manifest}
-        check = verify(artifact, inputs.val_x, inputs.val_y, inputs.reference)
-        artifact.manifest["verification"] = check.to_dict()
-        artifact.write_manifest()
-    artifact.directory = run_dir / EXPORTS_DIR / tgt.name / folder
-    return ExportResult(artifact, check, seconds)
+    inp = ExportInputs.of(inputs, tgt, precision, folder, calibration)
+    return write_export(inp, lambda out: timed_export(tgt.format, inp.model, inp.sample, tgt, precision,
+                                                      inp.calibration, out, inp.meta), ledger=False)
 
 
-def _record(run_dir: Path, tgt: Target, precision: str, result: ExportResult) -> None:
+@dataclass
+class ExportInputs:
+    """What one exporter or quantizer needs: a run's inputs for one target, precision and folder."""
+
+    run_dir: Path
+    target: Target
+    precision: str
+    subdir: str  # the artifact's folder name under exports/<target>/
+    model: torch.nn.Module
+    meta: dict[str, Any]
+    sample: torch.Tensor
+    val_x: np.ndarray
+    val_y: np.ndarray
+    calibration: np.ndarray | None
+    reference: np.ndarray  # PyTorch FP32 logits on val_x
+
+    @classmethod
+    def of(cls, inputs: RunInputs, tgt: Target, precision: str, folder: str, calibration: int | None) -> "ExportInputs":
+        calib = None
+        if precision == "int8" and tgt.quantization.scheme == "static":
+            calib = inputs.calibration(calibration or tgt.quantization.calibration_samples)
+        return cls(inputs.run_dir, tgt, precision, folder, inputs.model, inputs.meta, inputs.sample(tgt.batch),
+                   inputs.val_x, inputs.val_y, calib, inputs.reference)
+
+    @property
+    def torch_top1(self) -> float:
+        return round(float((self.reference.argmax(1) == self.val_y).mean() * 100), 2)
+
+
+def prepare_export(run_dir: str | Path, target: str | Target, precision: str | None = None,
+                   calibration: int | None = None, scheme: str | None = None, dynamic_batch: bool | None = None,
+                   verify_images: int = 2000) -> ExportInputs:
+    """Load a run's student, validation images (and PyTorch's logits on them) and calibration images."""
+    tgt, precision, folder = resolve_target(target, precision, scheme, dynamic_batch)
+    return ExportInputs.of(RunInputs.load(run_dir, tgt.input_size, verify_images), tgt, precision, folder, calibration)
+
+
+def write_export(inp: ExportInputs, build: Callable[[Path], tuple[Artifact, float]], *, ledger: bool = True,
+                 max_drop: float | None = None, method: str | None = None) -> ExportResult:
+    """Build into a temp folder, complete the manifest, verify, rename into place; record in the ledger.
+
+    `max_drop` (top-1 points) replaces verify's INT8 rule (a tuned artifact is held to the drop it was
+    tuned for), and an artifact that misses it is kept as `<folder>-missed`; `method` (ptq|tune|qat)
+    goes into the ledger row.
+    """
+    run_dir, tgt, meta, calib = inp.run_dir, inp.target, inp.meta, inp.calibration
+    final = run_dir / EXPORTS_DIR / tgt.name / inp.subdir
+    staged = final.with_name(f".{final.name}-staged")
+    try:
+        with atomic_dir(staged) as tmp:
+            artifact, seconds = build(tmp)
+            artifact.manifest = {  # the exporter's own fields win (e.g. a full-integer model's int8 input)
+                "target": tgt.name, "device_name": tgt.device_name, "model_name": meta["model_name"],
+                "layout": "NCHW", "input_dtype": "float32", "img_size": int(inp.sample.shape[-1]),
+                "mean": list(meta["mean"]), "std": list(meta["std"]), "crop_pct": meta.get("crop_pct"),
+                "class_names": list(meta["class_names"]), "num_classes": len(meta["class_names"]),
+                "source_checkpoint": {"file": str(run_dir / STUDENT_FILE), "sha256": meta["sha256"]},
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "export_seconds": round(seconds, 3), "calibration_images": None if calib is None else len(calib),
+                **artifact.manifest}
+            check = verify(artifact, inp.val_x, inp.val_y, inp.reference, max_drop=max_drop)
+            artifact.manifest["verification"] = check.to_dict()
+            artifact.write_manifest()
+    except BaseException as exc:
+        if ledger and isinstance(exc, (EdgevitError, KeyboardInterrupt)):
+            _record_failure(run_dir, tgt, inp.precision, exc)
+        raise
+    missed = max_drop is not None and not check.verified  # kept, under a name that says so
+    artifact.directory = final.with_name(final.name + "-missed") if missed else final
+    replace_dir(staged, artifact.directory)
+    result = ExportResult(artifact, check, seconds)
+    if ledger:
+        _record(run_dir, tgt, inp.precision, result, method)
+    return result
+
+
+def _record(run_dir: Path, tgt: Target, precision: str, result: ExportResult, method: str | None = None) -> None:
     from edgevit.runs import Ledger
 
     int8, check = precision == "int8", result.verification
     quant = result.artifact.manifest.get("quantization") or {}
     Ledger(run_dir.parent).record_export(
         run_dir.name, target=tgt.name, format=tgt.format, precision=precision,
-        scheme=tgt.quantization.scheme if int8 else None, method=quant.get("method", "ptq") if int8 else None,
+        scheme=tgt.quantization.scheme if int8 else None, method=(method or quant.get("method", "ptq")) if int8 else None,
         path=result.artifact.directory, size_bytes=result.artifact.size_bytes(), seconds=round(result.seconds, 3),
         verified=check.verified, agreement=check.agreement, max_abs_diff=check.max_abs_diff, top1=check.top1,
         note=check.note, extra={"folder": result.artifact.directory.name, "float_layers": quant.get("float_layers")})

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -39,15 +40,8 @@ MODEL_FILE, ENGINE_FILE, SCRIPT_FILE = "model.onnx", "model.engine", "build_engi
 def export(model: torch.nn.Module, sample: torch.Tensor, target: Target, precision: str,
            calibration: np.ndarray | None, out_dir: Path, meta: dict[str, Any]) -> Artifact:
     import onnx
-    from polygraphy.backend.onnx import fold_constants
-    from polygraphy.logger import G_LOGGER
 
-    G_LOGGER.module_severity = G_LOGGER.WARNING
-    if target.dynamic_batch:
-        raise EdgevitError("the TensorRT target uses static shapes; set dynamic_batch: false")
-    raw = to_onnx(model, sample, out_dir / "raw.onnx", target.opset, dynamic_batch=False)
-    folded = fold_constants(onnx.load(str(raw)), error_ok=False)
-    raw.unlink()
+    folded = folded_onnx(model, sample, target, out_dir)
     path = out_dir / MODEL_FILE
     quant = None
     if precision == "int8":
@@ -57,6 +51,29 @@ def export(model: torch.nn.Module, sample: torch.Tensor, target: Target, precisi
         fp32.unlink()
     else:
         onnx.save(folded, str(path))
+    return package(path, out_dir, sample, target, precision, quant)
+
+
+def folded_onnx(model: torch.nn.Module, sample: torch.Tensor, target: Target, out_dir: Path) -> Any:
+    """The static-shaped ONNX, constant-folded by polygraphy (what TensorRT's parser wants)."""
+    import onnx
+    from polygraphy.backend.onnx import fold_constants
+    from polygraphy.logger import G_LOGGER
+
+    G_LOGGER.module_severity = G_LOGGER.WARNING
+    if target.dynamic_batch:
+        raise EdgevitError("the TensorRT target uses static shapes; set dynamic_batch: false")
+    raw = to_onnx(model, sample, out_dir / "raw.onnx", target.opset, dynamic_batch=False)
+    folded = fold_constants(onnx.load(str(raw)), error_ok=False)
+    raw.unlink()
+    return folded
+
+
+def package(path: Path, out_dir: Path, sample: torch.Tensor, target: Target, precision: str,
+            quant: dict[str, Any] | None) -> Artifact:
+    """Lint the ONNX at `path`, write build_engine.sh (and the engine where TensorRT exists): the artifact."""
+    import onnx
+
     lint = polygraphy_lint(path)
     graph = onnx.load(str(path))
     layernorms = [n.name for n in graph.graph.node if n.op_type == "LayerNormalization"]
@@ -75,15 +92,19 @@ def export(model: torch.nn.Module, sample: torch.Tensor, target: Target, precisi
         files.append(ENGINE_FILE)
         engine_note = "built here with the TensorRT Python API (not run here)"
     return Artifact("tensorrt", precision, out_dir, files, list(sample.shape), {
-        "opset": int(graph.opset_import[0].version), "input_name": INPUT, "output_name": OUTPUT,
+        "opset": int(graph.opset_import[0].version), "input_name": graph.graph.input[0].name,
+        "output_name": graph.graph.output[0].name,
         "quantization": quant, "trtexec": shlex.join(command), "trtexec_build": build, "engine": engine_note,
         "fp32_layers": layernorms if precision != "fp32" else [], "polygraphy_lint": lint,
         "runtime": {},
     })
 
 
-def _quantize(src: Path, dst: Path, target: Target, calibration: np.ndarray | None) -> dict[str, Any]:
-    """ModelOpt INT8 Q/DQ on the CPU; calibration method from the target (entropy | max)."""
+def _quantize(src: Path, dst: Path, target: Target, calibration: np.ndarray | None,
+              nodes_to_exclude: list[str] | None = None) -> dict[str, Any]:
+    """ModelOpt INT8 Q/DQ on the CPU; calibration method from the target (entropy | max).
+
+    `nodes_to_exclude`: ONNX node names kept in float (ModelOpt takes regexes; these are escaped)."""
     if target.quantization.scheme != "static":
         raise EdgevitError(f"TensorRT INT8 is static (explicit Q/DQ); the target asks for {target.quantization.scheme}")
     if calibration is None or not len(calibration):
@@ -97,7 +118,10 @@ def _quantize(src: Path, dst: Path, target: Target, calibration: np.ndarray | No
     np.save(calib, np.ascontiguousarray(calibration, np.float32))
     # ModelOpt patches onnxruntime's calibrator for the whole process, which then breaks later
     # onnxruntime quantization (the onnx target's INT8): run it in a fresh process.
-    args = json.dumps([str(src), str(dst), str(calib), method, dict(target.quantization.options)])
+    options = dict(target.quantization.options)
+    if nodes_to_exclude:
+        options["nodes_to_exclude"] = [*options.get("nodes_to_exclude", []), *(f"^{re.escape(n)}$" for n in nodes_to_exclude)]
+    args = json.dumps([str(src), str(dst), str(calib), method, options])
     code = "import json, sys; from edgevit.export.tensorrt import _modelopt_int8; _modelopt_int8(*json.loads(sys.argv[1]))"
     proc = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True)
     calib.unlink()
