@@ -29,6 +29,9 @@ class DataConfig(_Strict):
     workers: int = Field(0, ge=0)
     image_column: str | None = None
     label_column: str | None = None
+    labelled: float = Field(1.0, gt=0, le=1, description="fraction of the training split whose labels are used "
+                            "(stratified, fixed); teachers and a student without a teacher see only those images, "
+                            "a distilled student sees every image and learns the rest from the teacher")
 
 
 class AugConfig(_Strict):

@@ -88,12 +88,55 @@ def build_datasets(data: DataConfig | dict, aug: AugConfig | None = None,
     train_tf, eval_tf = transforms(cfg.img_size, aug, tuple(mean), tuple(std), crop)
     spec = cfg.spec.strip()
     if spec == DEFAULT_SPEC:
-        return _digits(cfg.img_size, train_tf, eval_tf)
-    if spec.split(":")[0] in ("cifar10", "cifar100"):
-        return _cifar(spec, train_tf, eval_tf)
-    if spec.startswith("hf:"):
-        return _huggingface(spec[3:], cfg, train_tf, eval_tf)
-    return _image_folder(Path(spec).expanduser(), train_tf, eval_tf)
+        ds = _digits(cfg.img_size, train_tf, eval_tf)
+    elif spec.split(":")[0] in ("cifar10", "cifar100"):
+        ds = _cifar(spec, train_tf, eval_tf)
+    elif spec.startswith("hf:"):
+        ds = _huggingface(spec[3:], cfg, train_tf, eval_tf)
+    else:
+        ds = _image_folder(Path(spec).expanduser(), train_tf, eval_tf)
+    if cfg.labelled < 1:
+        ds.train = _unlabel(ds.train, cfg.labelled)
+    return ds
+
+
+UNLABELLED = -1
+
+
+def _unlabel(train: Dataset, fraction: float) -> "ImageList":
+    """The training split with the labels of all but a stratified `fraction` (fixed seed) set to -1."""
+    if not isinstance(train, ImageList):
+        raise EdgevitError("data.labelled < 1 needs an in-memory or ImageFolder training split")
+    labels = np.asarray(train.labels)
+    keep = np.zeros(len(labels), dtype=bool)
+    rng = np.random.RandomState(0)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        keep[rng.choice(idx, max(1, round(fraction * len(idx))), replace=False)] = True
+    return ImageList(train.images, [int(y) if k else UNLABELLED for y, k in zip(labels, keep)], train.transform,
+                     load=train.load)
+
+
+class LabelledOnly(Dataset):
+    """Only the labelled images of a split, repeated to the split's length: an epoch has as many
+    steps as one over the whole split (each labelled image comes back with fresh augmentation)."""
+
+    def __init__(self, base: Dataset):
+        self.base = base
+        self.idx = [i for i, y in enumerate(labels_of(base)) if y != UNLABELLED]
+        if not self.idx:
+            raise EdgevitError("data.labelled leaves no labelled image; raise it")
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.base[self.idx[i % len(self.idx)]]
+
+
+def labelled_only(train: Dataset) -> Dataset:
+    """`train` itself when every image is labelled, else its labelled images (see LabelledOnly)."""
+    return LabelledOnly(train) if UNLABELLED in labels_of(train) else train
 
 
 def _digits(img_size: int, train_tf: Callable, eval_tf: Callable) -> Datasets:

@@ -31,7 +31,11 @@ class DistillationLoss(nn.Module):
               teacher_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(task loss on the class head, distillation loss on the distillation head or None)."""
         cls_out, dist_out = outputs if isinstance(outputs, tuple) else (outputs, None)
-        base = self.base_criterion(cls_out, target)
+        if target.ndim == 1 and bool((target < 0).any()):  # unlabelled images (data.labelled < 1): teacher only
+            known = target >= 0
+            base = self.base_criterion(cls_out[known], target[known]) if bool(known.any()) else cls_out.sum() * 0
+        else:
+            base = self.base_criterion(cls_out, target)
         if self.type == "none":
             return base, None
         if dist_out is None or teacher_logits is None:

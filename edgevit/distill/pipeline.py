@@ -20,7 +20,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from edgevit.config import Recipe
-from edgevit.data import Datasets, build_datasets
+from edgevit.data import Datasets, build_datasets, labelled_only
 from edgevit.distill.cache import TeacherCache
 from edgevit.errors import EdgevitError
 from edgevit.files import read_torch, torch_save, write_bytes, write_json, write_text
@@ -118,6 +118,7 @@ def build_teacher(recipe: Recipe, data: Datasets, runs_root: Path, run_dir: Path
         key = T.teacher_key({"arch": type(model).__name__ if name.startswith(T.RUN_PREFIX) else
                              (recipe.student.name if name == T.SELF else name), "source": source, **ident,
                              "data": recipe.data.spec, "img": recipe.data.img_size, "classes": data.classes,
+                             **({"labelled": recipe.data.labelled} if recipe.data.labelled < 1 else {}),
                              "epochs": schedule.epochs, "lr": tc.finetune_lr if not self_from_scratch else None,
                              "aug": recipe.aug.model_dump() if tc.finetune_aug == "recipe" else "light",
                              "amp": schedule.amp,
@@ -157,7 +158,7 @@ def _train_teacher(model: nn.Module, name: str, key: str, schedule: TrainConfig,
         verb = "training" if name == T.SELF else "fine-tuning"
         arch = recipe.student.name if name == T.SELF else name
         log(f"teacher {name}: {verb} {arch} on the training split for {schedule.epochs} epochs")
-        train = build_datasets(recipe.data, schedule.aug, crop_pct=recipe.aug.crop_pct).train
+        train = labelled_only(build_datasets(recipe.data, schedule.aug, crop_pct=recipe.aug.crop_pct).train)
 
         class EpochLog(Hooks):
             def after_epoch(self, trainer: Trainer, epoch: int, r: dict) -> None:
@@ -216,6 +217,9 @@ def _distill(recipe: Recipe, run_dir: Path, dist: DistInfo, resume: bool, log: L
     runs_root = run_dir.parent
     metrics_path = run_dir / "metrics.jsonl"
     data = build_datasets(recipe.data, recipe.aug)
+    if recipe.data.labelled < 1 and (recipe.aug.mixup > 0 or recipe.aug.cutmix > 0):
+        raise EdgevitError("data.labelled < 1 cannot mix images (unlabelled ones have no target): set aug.mixup "
+                           "and aug.cutmix to 0")
     torch.manual_seed(recipe.seed)  # the student's initial weights follow the recipe's seed
     name, kwargs = student_build(recipe, data.num_classes)
     student = create_student(name, kwargs)
@@ -244,7 +248,8 @@ def _distill(recipe: Recipe, run_dir: Path, dist: DistInfo, resume: bool, log: L
                 f"{heads}  {row['train_img_s']:.0f} img/s")
 
     t_train = time.perf_counter()
-    trainer = Trainer(task, data.train, data.val, _config(recipe, data.num_classes, runs_root,
+    train = data.train if teacher is not None else labelled_only(data.train)  # no teacher: labelled images only
+    trainer = Trainer(task, train, data.val, _config(recipe, data.num_classes, runs_root,
                       cache_rounds=d.cache_rounds), checkpoint=ckpt, metrics_path=metrics_path, dist=dist,
                       progress=progress, label="student", hooks=[EpochLog()] if dist.main else [], log=log)
     final = trainer.fit(resume=resume)
