@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 from typing import Callable
 
 from edgevit import __version__
@@ -49,8 +51,14 @@ def _parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict[str, Callabl
     return parser, runners
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # a `kill` or a scheduler's stop unwinds like Ctrl-C: checkpoints kept, run marked failed
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting OpenMP threads starve 2-core machines
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         argv = sys.argv[1:] if argv is None else argv
         parser, runners = _parser(argv)

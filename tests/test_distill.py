@@ -124,6 +124,24 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
         assert torch.allclose(a[k], b[k], atol=1e-5), k
 
 
+def test_sigterm_is_an_interruption_recorded_in_the_ledger(tmp_path):
+    recipe = write_recipe(tmp_path, epochs=4)
+    run = tmp_path / "runs" / "stopped"
+    proc = subprocess.Popen([sys.executable, "-m", "edgevit.cli", "distill", str(recipe), "--out", str(run)],
+                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (run / "metrics.jsonl").exists() and '"stage": "student"' in (run / "metrics.jsonl").read_text():
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err and not (run / "student.pt").exists()
+    (row,) = Ledger(tmp_path / "runs").runs("stopped")
+    assert row["status"] == "failed" and "interrupt" in row["reason"], row
+
+
 DDP_SCRIPT = """
 import sys, torch
 from edgevit.config import AugConfig, OptimConfig
