@@ -121,7 +121,7 @@ def build_teacher(recipe: Recipe, data: Datasets, runs_root: Path, run_dir: Path
                              **({"labelled": recipe.data.labelled} if recipe.data.labelled < 1 else {}),
                              "epochs": schedule.epochs, "lr": tc.finetune_lr if not self_from_scratch else None,
                              "aug": recipe.aug.model_dump() if tc.finetune_aug == "recipe" else "light",
-                             "amp": schedule.amp,
+                             "amp": schedule.amp, "bn": "precise",
                              **({"self_schedule": [recipe.optim.model_dump(), recipe.seed, recipe.data.batch_size]}
                                 if self_from_scratch else {})})
         if needs_training and schedule.epochs > 0:
