@@ -74,14 +74,22 @@ def timed_export(fmt: str, model: torch.nn.Module, sample: torch.Tensor, target:
     module = format_module(fmt)
     if precision not in module.PRECISIONS:
         raise EdgevitError(f"{fmt} export supports {', '.join(module.PRECISIONS)} (asked for {precision})")
+    return run_converter(fmt, precision, lambda: module.export(model, sample, target, precision, calibration, out_dir, meta),
+                         module.TOOLS, out_dir)
+
+
+def run_converter(fmt: str, precision: str, convert: Callable[[], Artifact], tools: tuple[str, ...],
+                  out_dir: Path | None = None) -> tuple[Artifact, float]:
+    """Time `convert()`; a converter failure becomes one line naming the format and op (a full disk
+    under `out_dir` says so instead)."""
     start = time.perf_counter()
     try:  # converters print progress on stdout; keep stdout for the command's own table
         with contextlib.redirect_stdout(sys.stderr):
-            artifact = module.export(model, sample, target, precision, calibration, out_dir, meta)
+            artifact = convert()
     except EdgevitError:
         raise
     except Exception as exc:  # noqa: BLE001 - any converter failure becomes one readable line
-        full_disk = disk_error(out_dir, exc)
+        full_disk = disk_error(out_dir, exc) if out_dir is not None else None
         if full_disk is not None:
             raise full_disk from exc
         text = f"{type(exc).__name__}: {exc}"
@@ -90,7 +98,7 @@ def timed_export(fmt: str, model: torch.nn.Module, sample: torch.Tensor, target:
         where = f" at op {op}" if op else ""
         raise EdgevitError(f"{fmt} export ({precision}) failed{where}: {first[:300]}") from exc
     seconds = time.perf_counter() - start
-    artifact.manifest["tools"] = tool_versions(("torch", *module.TOOLS))
+    artifact.manifest["tools"] = tool_versions(("torch", *tools))
     return artifact, seconds
 
 

@@ -107,7 +107,7 @@ def quantize(run: str | Path, target: str | Any, method: str = "tune", max_drop:
                                        "pip install -e '.[quantize]'") from None
                 return art
             record = {}
-            art, seconds = run_converter(inp.target.format, f"int8 {method}", convert, TOOLS[inp.target.format])
+            art, seconds = run_converter(inp.target.format, f"int8 {method}", convert, TOOLS[inp.target.format], out)
         art.manifest["quantization"] = {**(art.manifest.get("quantization") or {}), **record,
                                         "method": method, "max_drop": float(max_drop)}
         return art, seconds
