@@ -92,8 +92,9 @@ def import_runtime(fmt: str) -> None:
 
     if fmt == "executorch":
         _portable_lib()
-    elif fmt == "tflite":
-        importlib.import_module("ai_edge_litert.interpreter")
+    elif fmt == "tflite":  # whichever interpreter _litert will open
+        name = next((m for m in LITERT_MODULES if importlib.util.find_spec(m)), LITERT_MODULES[0])
+        importlib.import_module(f"{name}.interpreter")
     elif fmt in RUNTIMES:
         importlib.import_module(RUNTIMES[fmt][1])
 

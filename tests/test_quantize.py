@@ -29,7 +29,7 @@ def _val_split(run: Path) -> tuple[np.ndarray, np.ndarray, float]:
     import torch
 
     from edgevit.data import build_datasets
-    from edgevit.models.students import load_student
+    from edgevit.models.checkpoint import load_student
 
     model, meta = load_student(run)
     ds = build_datasets(dict(meta["data"]), None, mean=tuple(meta["mean"]), std=tuple(meta["std"]), crop_pct=meta["crop_pct"])
@@ -67,7 +67,9 @@ def test_tflite_tune_reports_the_drop_measured_independently(trained_run: Path) 
 def test_a_few_qat_steps_then_the_int8_model_runs_in_its_runtime(trained_run: Path, target: str, fmt: str) -> None:
     r = quantize(trained_run, target, "qat", epochs=1, steps=3, ledger=False)
     q = r.artifact.manifest["quantization"]
-    assert r.artifact.format == fmt and r.artifact.directory.name == "int8-qat"
+    missed = not r.verification.verified  # three steps need not meet the drop; the name must say which
+    assert r.artifact.format == fmt and r.artifact.directory.name == ("int8-qat-missed" if missed else "int8-qat")
+    assert not (r.artifact.directory.parent / ("int8-qat" if missed else "int8-qat-missed")).exists()
     assert {f.name for f in r.artifact.directory.iterdir()} == {*r.artifact.files, "manifest.json"}  # nothing unlisted
     assert q["method"] == "qat" and q["steps"] == 3 and q["history"][0]["steps"] == 3
     x, y, _ = _val_split(trained_run)
