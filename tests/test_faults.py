@@ -122,9 +122,14 @@ def _limited(limit_bytes: int) -> Callable[[], None]:
     return apply
 
 
+def _ctrl_c_works() -> None:
+    """preexec: a child of a background job inherits SIGINT ignored, and Python then leaves it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def edgevit(*args: str, limit: int | None = None, wait: bool = True):
     cmd = [sys.executable, "-m", "edgevit.cli", *args]
-    kw = dict(cwd=ROOT, env=ENV, preexec_fn=_limited(limit) if limit else None)
+    kw = dict(cwd=ROOT, env=ENV, preexec_fn=_limited(limit) if limit else _ctrl_c_works)
     if not wait:
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900, **kw)

@@ -60,7 +60,7 @@ def test_installed_wheel_runs_from_an_empty_folder(wheel_venv: Path, tmp_path: P
     assert recipes.returncode == 0 and "quickstart" in recipes.stdout, recipes.stderr
     targets = edgevit("targets")
     assert targets.returncode == 0 and "openvino-cpu" in targets.stdout, targets.stderr
-    run = edgevit("distill", "--epochs", "1", "--teacher-epochs", "1", "--out", "runs/wheel")
+    run = edgevit("distill", "--epochs", "1", "--teacher-epochs", "1", "--img-size", "16", "--out", "runs/wheel")
     assert run.returncode == 0, run.stderr[-2000:]
     assert (tmp_path / "runs" / "wheel" / "student.pt").is_file() and "top-1" in run.stdout
 
