@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting OpenMP threads starve 2-core machines
+os.environ.setdefault("CI", "true")  # OpenVINO's converter sends telemetry unless CI is set; offline its DNS lookup held pytest at exit for minutes
 
 
 # ------------------------------------------------------------------------------------ export tests
