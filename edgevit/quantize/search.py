@@ -15,8 +15,11 @@ whole error.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -92,3 +95,20 @@ def rank(units: list[str], build: Build, predict: Predict, x: np.ndarray, refere
         if i % 10 == 0 or i == len(units):
             log(f"  ranked {i}/{len(units)} layers")
     return sorted(errors, key=lambda g: -g[1])
+
+
+def run_candidate(fmt: str, model_file: str, data: bytes, x: np.ndarray, work: Path) -> np.ndarray:
+    """Run a candidate model (serialized) on `x` through the same opener verification uses."""
+    from edgevit.artifact import Artifact
+    from edgevit.runtimes import open_predictor
+
+    folder = Path(tempfile.mkdtemp(dir=work))
+    try:
+        (folder / model_file).write_bytes(data)
+        predictor = open_predictor(Artifact(fmt, "int8", folder, [model_file], [1, *x.shape[1:]], {}))
+        try:
+            return predictor(x)
+        finally:
+            predictor.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

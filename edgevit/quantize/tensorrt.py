@@ -21,9 +21,8 @@ import torch
 from edgevit.artifact import Artifact
 from edgevit.config import Target
 from edgevit.export import tensorrt as trt_export
-from edgevit.quantize.search import revert_until, top1
+from edgevit.quantize.search import revert_until, run_candidate, top1
 from edgevit.quantize.tflite import search_record
-from edgevit.runtimes import open_predictor
 
 FINAL_ROUNDS = 4  # extra ModelOpt runs when the re-quantized model misses the drop the search met
 
@@ -73,17 +72,7 @@ def bypass(serialized: bytes, nodes: frozenset[str]) -> bytes:
 
 
 def run_onnx(serialized: bytes, x: np.ndarray, work: Path) -> np.ndarray:
-    """Run an ONNX candidate in onnxruntime through the same opener verification uses."""
-    folder = Path(tempfile.mkdtemp(dir=work))
-    try:
-        (folder / trt_export.MODEL_FILE).write_bytes(serialized)
-        predictor = open_predictor(Artifact("tensorrt", "int8", folder, [trt_export.MODEL_FILE], [1, *x.shape[1:]], {}))
-        try:
-            return predictor(x)
-        finally:
-            predictor.close()
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    return run_candidate("tensorrt", trt_export.MODEL_FILE, serialized, x, work)
 
 
 def tune(model: torch.nn.Module, sample: torch.Tensor, target: Target, calibration: np.ndarray, val_x: np.ndarray,

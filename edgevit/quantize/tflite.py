@@ -27,8 +27,7 @@ import torch
 from edgevit.artifact import Artifact
 from edgevit.config import Target
 from edgevit.export.tflite import MODEL_FILE, _io_quantization, _signature
-from edgevit.quantize.search import SearchResult, revert_until
-from edgevit.runtimes import open_predictor
+from edgevit.quantize.search import SearchResult, revert_until, run_candidate
 
 MODEL_UNIT = "(model)"
 
@@ -109,7 +108,6 @@ class Candidates:
         with _quiet_tqdm():
             self.calibration = q.calibrate({key: [{name: calibration[i:i + 1]} for i in range(len(calibration))]},
                                            num_threads=1)
-        self._count = 0
 
     def tunable(self) -> list[str]:
         """Every layer, data movement included: an int8 reshape or slice forces int8 on its neighbours too."""
@@ -127,18 +125,7 @@ class Candidates:
 
     def predict(self, flat: bytes, x: np.ndarray) -> np.ndarray:
         """Run a candidate in LiteRT exactly as verification will (the same opener)."""
-        self._count += 1
-        folder = self.work / f"cand{self._count}"
-        folder.mkdir()
-        try:
-            (folder / MODEL_FILE).write_bytes(flat)
-            predictor = open_predictor(Artifact("tflite", "int8", folder, [MODEL_FILE], [1, *x.shape[1:]], {}))
-            try:
-                return predictor(x)
-            finally:
-                predictor.close()
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+        return run_candidate("tflite", MODEL_FILE, flat, x, self.work)
 
 
 def tune(model: torch.nn.Module, sample: torch.Tensor, target: Target, calibration: np.ndarray, val_x: np.ndarray,
