@@ -51,12 +51,17 @@ class TeacherCache:
         self.hits += 1
         return self.rebuild(r["values"][start:end].float(), r["indices"][start:end].long(), r["lse"][start:end])
 
-    def put(self, rnd: int, logits: torch.Tensor) -> None:
+    def put(self, rnd: int, logits: torch.Tensor) -> torch.Tensor:
+        """Store a batch of the round; returns the logits a later replay will read (fp16 top-k, rebuilt),
+        so the run that fills the cache trains on exactly what every later run replays (a near-tie in
+        the teacher's top two can round either way)."""
+        device = logits.device
         logits = logits.detach().float().cpu()
         values, indices = logits.topk(self.k, dim=-1)
-        self._pending.setdefault(rnd, []).append((values.half(), indices.to(torch.int32),
-                                                  torch.logsumexp(logits, dim=-1)))
+        values, indices, lse = values.half(), indices.to(torch.int32), torch.logsumexp(logits, dim=-1)
+        self._pending.setdefault(rnd, []).append((values, indices, lse))
         self.misses += 1
+        return self.rebuild(values.float(), indices.long(), lse).to(device)
 
     def finish_round(self, rnd: int) -> None:
         parts = self._pending.pop(rnd, None)

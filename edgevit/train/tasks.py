@@ -39,9 +39,7 @@ class TeacherLogits:
         if self.replay:
             return self.cache.get(self.round, batch).to(x.device)
         logits = self.teacher(x)
-        if self.cache is not None:
-            self.cache.put(self.round, logits)
-        return logits
+        return self.cache.put(self.round, logits) if self.cache is not None else logits
 
     def end_round(self) -> None:
         if self.cache is not None and not self.replay:
