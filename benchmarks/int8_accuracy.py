@@ -9,7 +9,7 @@ Q/DQ) and each method, `edgevit.quantize.quantize` writes and verifies the artif
 top-1 on the held-out split vs FP32, agreement with FP32, size, the layers left in float, the
 wall time, and latency (1 thread, batch 1, median of 50 after 10 warm-up) where the runtime runs
 here (the Jetson ONNX runs in onnxruntime here, but its latency belongs to TensorRT: not timed).
-A family without --take is trained as benchmarks/export_accuracy.py does (plain CE, --steps).
+Every family is a run folder given with --take (e.g. `edgevit distill --student pvt_v2_b0`).
 
 Part 2 (--deit224): DeiT-Ti/224 with random weights (seed 0) and the crops benchmarks/latency.py
 uses (64 calibration crops, 128 evaluation crops of scikit-learn's sample photos). With random
@@ -161,7 +161,6 @@ def main() -> int:
     ap.add_argument("--methods", default="ptq,tune,qat")
     ap.add_argument("--max-drop", type=float, default=0.5)
     ap.add_argument("--epochs", type=int, default=3, help="QAT epochs")
-    ap.add_argument("--steps", type=int, default=300, help="training steps for a family without --take")
     ap.add_argument("--runs", type=Path, default=ROOT / "benchmarks/results/int8-runs")
     ap.add_argument("--deit224", action="store_true", help="the DeiT-Ti/224 LiteRT full-integer part")
     ap.add_argument("--deit224-methods", default="ptq,tune")
