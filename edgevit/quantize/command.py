@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"method {args.method}, max drop {args.max_drop:g} pt; {len(floats)} layer(s) in float"
           + (f": {', '.join(floats[:12])}{' ...' if len(floats) > 12 else ''}" if floats else ""))
     print(f"artifact in {result.artifact.directory}")
-    if not result.verification.verified and result.verification.runtime is not None:
+    if result.verification.within_drop is False:  # a Jetson INT8 is judged by its ONNX, run here
         print(f"edgevit: the INT8 model misses --max-drop {args.max_drop:g}: {result.verification.note}", file=sys.stderr)
         return 1
     return 0
