@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +35,12 @@ def test_timing_loop_excludes_warmup() -> None:
 
 
 def test_peak_memory_sees_an_allocation() -> None:
+    # the block lives until after the exit, as a loaded model does: whether the kernel folds an already
+    # unmapped block into VmHWM varied (0.0 once in an xdist worker on a loaded machine)
     with PeakMemory() as mem:
         block = np.ones(64 * 2**20 // 8)  # 64 MB, touched
-        del block
-    if mem.peak_mb is not None:  # Linux only
-        assert mem.peak_mb > 40
+    del block
+    assert sys.platform != "linux" or mem.peak_mb > 40
 
 
 def test_trtexec_tensorrt10_summary() -> None:
