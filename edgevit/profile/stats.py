@@ -114,7 +114,9 @@ class PeakMemory:
     Runtimes (ONNX Runtime, OpenVINO, LiteRT, PyTorch on CPU) do not report their own memory, so
     we measure the process: on Linux the kernel's high-water mark (VmHWM) is reset on entry
     (`/proc/self/clear_refs`, value 5) and read on exit, minus the resident size on entry.
-    Elsewhere this gives None rather than a number that mixes in earlier work.
+    Elsewhere this gives None rather than a number that mixes in earlier work. Memory the allocator
+    already held (freed by earlier work in the process, still resident) is reused without adding to
+    the resident size, so in a long-lived process this can read low: profile in a fresh process.
     """
 
     def __init__(self) -> None:
