@@ -24,7 +24,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported: spinning OpenMP starves 2 cores
 
@@ -36,21 +36,16 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from edgevit.profile.runners import device_description, make_input  # noqa: E402
 from edgevit.profile.stats import interleaved, machine_load, summarize  # noqa: E402
+from latency import Variant, build_model, export_variant, open_variant, photo_crops  # noqa: E402
 
-# (runtime, precision): the edgevit target it is exported with and its scheme override
-FORMATS: dict[tuple[str, str], tuple[str | None, str | None]] = {
-    ("pytorch", "fp32"): (None, None),
-    ("openvino", "fp32"): ("openvino-cpu", None),
-    ("openvino", "int8"): ("openvino-cpu", None),
-    ("litert", "fp32"): ("tflite-mobile", None),
-    ("litert", "int8"): ("tflite-mobile", "dynamic"),
-}
+# the rows, exported and opened exactly as benchmarks/latency.py does (its Variant, export_variant, open_variant)
+VARIANTS = [Variant("pytorch", "pytorch", "fp32"), Variant("openvino", "openvino", "fp32", "openvino-cpu"),
+            Variant("openvino", "openvino", "int8", "openvino-cpu"), Variant("litert", "litert", "fp32", "tflite-mobile"),
+            Variant("litert", "litert", "int8", "tflite-mobile", scheme="dynamic")]
 AGREEMENT_FLOOR = 90.0  # a precision below this agreement with its FP32 model is not "best"
 
 
 def deit224() -> tuple[Any, np.ndarray, np.ndarray]:
-    from latency import build_model, photo_crops
-
     return build_model(), photo_crops(64, seed=1), photo_crops(128, seed=2)
 
 
@@ -66,35 +61,6 @@ def pruned_copy(model: Any, example: Any, keep: float) -> Any:
 
     pruned, _ = prune_model(model, example, keep, by="macs", importance="magnitude", log=print)
     return pruned.eval()
-
-
-def export(model: Any, runtime: str, precision: str, calib: np.ndarray, out: Path) -> Path | None:
-    import torch
-
-    from edgevit.config import load_target
-    from edgevit.export.registry import format_module
-
-    target_name, scheme = FORMATS[(runtime, precision)]
-    if target_name is None:
-        return None
-    target = load_target(target_name)
-    if scheme:
-        target = target.model_copy(update={"quantization": target.quantization.model_copy(update={"scheme": scheme})})
-    folder = out / f"{runtime}-{precision}"
-    folder.mkdir(parents=True, exist_ok=True)
-    art = format_module(target.format).export(model, torch.from_numpy(calib[:1].copy()), target, precision, calib, folder, {})
-    art.write_manifest()
-    return folder
-
-
-def predictor(model: Any, folder: Path | None, threads: int) -> Callable[[np.ndarray], Any]:
-    if folder is None:
-        from edgevit.profile.runners import torch_predictor
-
-        return torch_predictor(model, threads)
-    from edgevit.runtimes import open_predictor
-
-    return open_predictor(folder, threads=threads)
 
 
 def macs(model: Any, shape: list[int]) -> float:
@@ -134,7 +100,6 @@ def main(argv: list[str] | None = None) -> int:
         models[f"{a.run.name} pruned"] = (pruned, calib, evalset)
 
     work = Path(tempfile.mkdtemp(prefix="prune-latency-"))
-    fns_by_threads: dict[int, dict[str, Callable]] = {}
     rows: list[dict[str, Any]] = []
     info: dict[str, dict[str, Any]] = {}
     for name, (model, calib, evalset) in models.items():
@@ -143,13 +108,13 @@ def main(argv: list[str] | None = None) -> int:
             ref = np.concatenate([model(torch.from_numpy(evalset[i:i + 32])).numpy() for i in range(0, len(evalset), 32)])
         info[name] = {"macs": macs(model, shape), "params": sum(p.numel() for p in model.parameters()), "shape": shape}
         print(f"{name}: {info[name]['macs'] / 1e6:.1f} M MACs, {info[name]['params'] / 1e6:.2f} M params", flush=True)
-        for runtime, precision in FORMATS:
-            folder = export(model, runtime, precision, calib, work / name.replace(" ", "-").replace("/", "_"))
-            fn = predictor(model, folder, 1)
+        for v in VARIANTS:
+            folder = export_variant(v, model, calib, work / name.replace(" ", "-").replace("/", "_"), True) if v.target else None
+            fn = open_variant(v, folder, model, 1)
             agree = float((np.concatenate([fn(evalset[i:i + 1]) for i in range(len(evalset))]).argmax(1)
                            == ref.argmax(1)).mean() * 100)
-            rows.append({"model": name, "runtime": runtime, "precision": precision, "agreement_pct": round(agree, 2),
-                         "folder": str(folder) if folder else None})
+            rows.append({"model": name, "runtime": v.runtime, "precision": v.precision, "agreement_pct": round(agree, 2),
+                         "folder": str(folder) if folder else None, "variant": v})
     results: dict[str, Any] = {"context": {"device": device_description(), "keep": a.keep, "rounds": a.rounds,
                                            "calls_per_round": a.calls, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                                            "models": info}, "rows": []}
@@ -157,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         fns = {}
         for r in rows:
             model = models[r["model"]][0]
-            fns[(r["model"], r["runtime"], r["precision"])] = predictor(model, Path(r["folder"]) if r["folder"] else None, t)
+            fns[(r["model"], r["runtime"], r["precision"])] = open_variant(r["variant"], Path(r["folder"]) if r["folder"] else None, model, t)
         inputs = {m: make_input(info[m]["shape"]) for m in models}
         # interleaved() feeds one input to every variant: wrap each so it gets its own model's shape
         wrapped = {f"{k[0]}|{k[1]}|{k[2]}": (lambda _x, f=f, x=inputs[k[0]]: f(x)) for k, f in fns.items()}
@@ -167,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             key = f"{r['model']}|{r['runtime']}|{r['precision']}"
             s = summarize(wall[key], batch=1, warmup=a.warmup)
-            results["rows"].append({**r, "threads": t, "median_ms": round(s.median_ms, 3), "p90_ms": round(s.p90_ms, 3),
+            results["rows"].append({**{k: v for k, v in r.items() if k != "variant"}, "threads": t, "median_ms": round(s.median_ms, 3), "p90_ms": round(s.p90_ms, 3),
                                     "cpu_ms": round(float(np.median(cpu[key])), 3), "macs": info[r["model"]]["macs"],
                                     "load_before": before, "load_after": after})
         print_table([r for r in results["rows"] if r["threads"] == t], t, before, after)
