@@ -68,6 +68,8 @@ class TeacherConfig(_Strict):
     amp: Literal["auto", "bf16", "fp16", "off"] = Field(
         "auto", description="the teacher's precision (its forward, and its fine-tune); auto: measured")
     channels_last: Literal["auto"] | bool = "auto"
+    checkpoint_every_s: float = Field(300.0, ge=0, description="checkpoint a teacher's fine-tune at most this often "
+                                      "(its state can be ~1 GB) and at its end; 0: after every epoch")
 
     @field_validator("names", mode="before")
     @classmethod

@@ -270,6 +270,9 @@ class Ledger:
             code = (getattr(e, "sqlite_errorcode", None) or 0) & 0xFF  # extended codes keep the primary low
             if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
                 raise self._damaged(_one_line(str(e))) from None
+            if code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY):
+                raise EdgevitError(f"could not write the runs ledger {self.path}: {_one_line(str(e))} (disk full or "
+                                   "file-size limit?); free space and run again; rows already written are kept") from None
             raise
 
     @contextmanager

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -118,10 +119,30 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     assert not (run / "student.pt").exists()
     resumed = edgevit("distill", recipe, "--out", run, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert re.search(r"resuming student at epoch [34] of 4", resumed.stdout + resumed.stderr)
     a = torch.load(tmp_path / "runs" / "full" / "student.pt", weights_only=True)["state_dict"]
     b = torch.load(run / "student.pt", weights_only=True)["state_dict"]
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+def test_resume_after_sigkill_in_the_teacher_fine_tune_says_where_it_resumed(tmp_path):
+    recipe = write_recipe(tmp_path, epochs=1, **{"teacher.finetune_epochs": 3, "teacher.checkpoint_every_s": 0})
+    run = tmp_path / "runs" / "teacher-killed"
+    proc = subprocess.Popen([sys.executable, "-m", "edgevit.cli", "distill", str(recipe), "--out", str(run)],
+                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if list(run.glob("teachers/*.ckpt")):  # the first teacher epoch is checkpointed
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the teacher finished before it could be killed"
+    resumed = edgevit("distill", recipe, "--out", run, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert re.search(r"resuming teacher resnet10t at epoch [23] of 3", resumed.stdout + resumed.stderr)
+    assert (run / "student.pt").exists() and not list(run.glob("teachers/*.ckpt"))
 
 
 def test_sigterm_is_an_interruption_recorded_in_the_ledger(tmp_path):

@@ -264,3 +264,28 @@ def test_onnx_int8_still_works_after_tensorrt_int8(exported, trained_run: Path) 
     exported("jetson", "int8")
     r = export_run(trained_run, "onnx", "int8", ledger=False)
     assert r.verification.verified, r.verification.note
+
+
+def test_tflite_convert_keeps_each_channels_last_weight_its_own() -> None:
+    """litert-torch 0.10 gave several same-shape channels_last conv weights one layer's values
+    (it caches constants by the address of a freed copy); edgevit's convert must not."""
+    import torch
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgevit.export.tflite import convert
+
+    torch.manual_seed(0)
+    convs = [torch.nn.Conv2d(16, 16, 3, padding=1) for _ in range(6)]
+    model = torch.nn.Sequential(*[m for c in convs for m in (c, torch.nn.ReLU())]).eval()
+    model = model.to(memory_format=torch.channels_last)
+    assert not convs[0].weight.is_contiguous()
+    x = torch.randn(1, 16, 8, 8)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    interpreter = Interpreter(model_content=convert(model, x))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x.numpy())
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    assert np.abs(got - expected).max() < 1e-4
+    assert not convs[0].weight.is_contiguous(), "the caller's model is left as it was"

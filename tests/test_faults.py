@@ -180,3 +180,28 @@ def test_disk_full_during_an_export_keeps_the_previous_export(tmp_path: Path) ->
     rows = Ledger(run.parent).exports("exp")
     assert rows[-1]["verified"] is False and rows[-1]["note"].startswith("failed:") and rows[-1]["path"] is None
     assert json.loads((folder / "manifest.json").read_text())["verification"]["verified"] is True
+
+
+LEDGER_FILLER = """
+import sys
+from edgevit.errors import EdgevitError
+from edgevit.runs import Ledger
+ledger = Ledger(sys.argv[1])
+try:
+    for epoch in range(5000):
+        ledger.record_eval("full", epoch=epoch, metrics={"note": "x" * 2000})
+except EdgevitError as e:
+    print(epoch, e)
+"""
+
+
+def test_disk_full_during_a_ledger_write_is_one_line_and_keeps_the_rows(tmp_path: Path) -> None:
+    Ledger(tmp_path).record_run("full", kind="distill", status="running")
+    size = (tmp_path / "ledger.sqlite").stat().st_size
+    out = subprocess.run([sys.executable, "-c", LEDGER_FILLER, str(tmp_path)], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT, env=ENV, preexec_fn=_limited(size + 256 * 1024))
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    (line,) = out.stdout.strip().splitlines()
+    written, message = line.split(" ", 1)
+    assert int(written) > 0 and "could not write the runs ledger" in message and "ledger.sqlite" in message
+    assert len(Ledger(tmp_path).evals("full")) == int(written)  # every committed row is still there

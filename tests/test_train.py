@@ -107,6 +107,19 @@ def test_repeated_augmentation_gives_each_copy_its_own_augmentation(digits) -> N
     assert torch.equal(data[copies[0]][0], data[copies[0]][0])  # and each copy is replayable
 
 
+def test_the_recipes_repeated_aug_reaches_the_trainers_loader(digits) -> None:
+    train, val = digits
+    hooks = Counting()
+    cfg = config(epochs=1, aug=AUG.model_copy(update={"repeated_aug": True}))
+    trainer = Trainer(ClassificationTask(tiny()), train, val, cfg, hooks=[hooks], log=lambda m: None)
+    base = [i % len(train) for i in trainer._loader(SeededAugment(train, 0), 0).sampler]
+    assert len(set(base)) < len(base)  # the round repeats images: timm's RepeatAugSampler is in use
+    plain = Trainer(ClassificationTask(tiny()), train, val, config(epochs=1), log=lambda m: None)
+    assert len(set(plain._loader(SeededAugment(train, 0), 0).sampler)) == len(train)
+    trainer.fit()
+    assert hooks.epochs == [1] and hooks.steps > 0
+
+
 def test_the_precision_probe_picks_a_candidate_and_is_remembered(tmp_path: Path) -> None:
     model = create_student("convmixer_256_8_ks5_p2", student_kwargs("convmixer_256_8_ks5_p2", 10, 16, None, 0.0,
                                                                      {"depth": 1, "dim": 32}))

@@ -34,7 +34,6 @@ from edgevit.train import (ClassificationTask, DistillationTask, DistInfo, Hooks
 from edgevit.train import speed
 
 Log = Callable[[str], None]
-TEACHER_CHECKPOINT_S = 300.0  # a teacher's training state can be ~1 GB: checkpoint it at most every 5 min
 SPEED_DIR = ".speed"  # measured precision choices, per runs folder
 
 
@@ -73,7 +72,7 @@ def teacher_schedule(recipe: Recipe, num_classes: int, runs_root: Path, self_tea
     if self_teacher:
         return _config(recipe, num_classes, runs_root, aug=aug, seed=recipe.seed + 1)
     return _config(recipe, num_classes, runs_root, aug=aug, epochs=tc.finetune_epochs, seed=0, lr_absolute=True,
-                   amp=tc.amp, channels_last=tc.channels_last, checkpoint_every_s=TEACHER_CHECKPOINT_S,
+                   amp=tc.amp, channels_last=tc.channels_last, checkpoint_every_s=tc.checkpoint_every_s,
                    optim=recipe.optim.model_copy(update={"lr": tc.finetune_lr, "warmup_epochs": 1, "min_lr": 1e-6}))
 
 

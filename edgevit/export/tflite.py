@@ -9,6 +9,8 @@ int16, which costs less accuracy) or `weight-only`.
 
 from __future__ import annotations
 
+import copy
+import itertools
 import os
 import warnings
 from pathlib import Path
@@ -31,13 +33,9 @@ _FP16_RECIPE = [{"regex": ".*", "operation": "*", "algorithm_key": "float_castin
 
 def export(model: torch.nn.Module, sample: torch.Tensor, target: Target, precision: str,
            calibration: np.ndarray | None, out_dir: Path, meta: dict[str, Any]) -> Artifact:
-    import litert_torch
-
     if target.dynamic_batch:
         raise EdgevitError("tflite export has a static batch; set dynamic_batch: false in the target")
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        flat = bytes(litert_torch.convert(model.eval(), (sample,)).model_content())
+    flat = convert(model, sample)
     quant = None
     if precision != "fp32":
         flat, quant = _quantize(flat, precision, target, calibration)
@@ -46,6 +44,27 @@ def export(model: torch.nn.Module, sample: torch.Tensor, target: Target, precisi
     if quant and quant["scheme"] == "static":
         manifest.update(_io_quantization(out_dir / MODEL_FILE))
     return Artifact("tflite", precision, out_dir, [MODEL_FILE], list(sample.shape), manifest)
+
+
+def convert(model: torch.nn.Module, sample: torch.Tensor, **options: Any) -> bytes:
+    """litert-torch's flatbuffer for `model`, converted from contiguous weights.
+
+    litert-torch 0.10 caches each weight it inlines under the address of a `.contiguous()` copy it
+    frees at once, so two non-contiguous weights of one shape (channels_last training leaves conv
+    weights so) can land on one address and the second layer silently gets the first one's values:
+    a pruned PVT-v2's two spatial-reduction convs did, and its LiteRT export agreed 98.89 %.
+    Converting a copy whose weights are contiguous gives each its own, live address.
+    """
+    import litert_torch
+
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    if not all(t.is_contiguous() for t in tensors):
+        model = copy.deepcopy(model)
+        for t in itertools.chain(model.parameters(), model.buffers()):
+            t.data = t.data.contiguous()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        return bytes(litert_torch.convert(model.eval(), (sample,), **options).model_content())
 
 
 def _quantize(flat: bytes, precision: str, target: Target, calibration: np.ndarray | None) -> tuple[bytes, dict]:

@@ -171,15 +171,12 @@ def export(qmodel: torch.fx.GraphModule, quantizer: Any, sample: torch.Tensor, t
     fmt = target.format
     converted = convert_pt2e(qmodel, fold_quantize=fmt != "tflite")
     if fmt == "tflite":
-        import litert_torch
         from litert_torch.quantize.quant_config import QuantConfig
 
-        from edgevit.export.tflite import MODEL_FILE, _io_quantization
+        from edgevit.export.tflite import MODEL_FILE, _io_quantization, convert
 
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            flat = litert_torch.convert(converted, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
-        (out_dir / MODEL_FILE).write_bytes(bytes(flat.model_content()))
+        flat = convert(converted, sample, quant_config=QuantConfig(pt2e_quantizer=quantizer))
+        (out_dir / MODEL_FILE).write_bytes(flat)
         quant = {"scheme": "static", "tool": "litert-torch PT2E (QAT)", "full_integer": False}
         return Artifact("tflite", "int8", out_dir, [MODEL_FILE], list(sample.shape),
                         {"quantization": quant, "runtime": {}, **_io_quantization(out_dir / MODEL_FILE)})

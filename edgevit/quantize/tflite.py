@@ -26,7 +26,7 @@ import torch
 
 from edgevit.artifact import Artifact
 from edgevit.config import Target
-from edgevit.export.tflite import MODEL_FILE, _io_quantization, _signature
+from edgevit.export.tflite import MODEL_FILE, _io_quantization, _signature, convert
 from edgevit.quantize.search import SearchResult, revert_until, run_candidate
 
 MODEL_UNIT = "(model)"
@@ -132,11 +132,7 @@ def tune(model: torch.nn.Module, sample: torch.Tensor, target: Target, calibrati
          val_y: np.ndarray, reference: np.ndarray, max_drop: float, out_dir: Path,
          log: Callable[[str], None] = lambda _m: None) -> tuple[Artifact, SearchResult]:
     """Full-integer INT8 for `target`, with the fewest float layers that keep top-1 within `max_drop`."""
-    import litert_torch
-
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        flat = bytes(litert_torch.convert(model.eval(), (sample,)).model_content())
+    flat = convert(model, sample)
     bits = int(target.quantization.options.get("activation_bits", 8))
     work = Path(tempfile.mkdtemp(prefix=".tune-", dir=out_dir))
     try:
