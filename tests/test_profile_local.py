@@ -134,10 +134,11 @@ def test_benchmark_table_files_ledger_and_floor(run_dir: Path, capsys: pytest.Ca
 
     common = ["benchmark", str(run_dir), "--targets", "onnx,openvino", "--precisions", "fp32", "--reuse-exports",
               "--threads", "1", "--iterations", "10", "--warmup", "2"]
-    assert main(common) == 0
+    assert main(common + ["--detail"]) == 0
     out = capsys.readouterr().out
     for word in ("pytorch", "onnx", "openvino-cpu", "speed-up", "median ms", "machine load"):
         assert word in out
+    assert "wrote " in out and str(run_dir / "benchmark" / "benchmark.json") in out
     bench = json.loads((run_dir / "benchmark" / "benchmark.json").read_text())
     rows = {(r["target"], r["precision"]): r for r in bench["rows"]}
     assert rows[("pytorch", "fp32")]["speedup"] == 1.0
@@ -145,6 +146,11 @@ def test_benchmark_table_files_ledger_and_floor(run_dir: Path, capsys: pytest.Ca
         r = rows[key]
         assert r["median_ms"] > 0 and r["p90_ms"] >= r["median_ms"] and r["speedup"] > 0 and r["size_mb"] > 0
         assert r["agreement"] is not None and r["top1"] is not None
+        assert r["peak_mem_mb"] is not None and r["peak_mem_mb"] >= 0
+        ops = bench["detail"][f"{key[0]}/fp32"]  # --detail: the runtime's own profiler, slowest ops first
+        assert 1 <= len(ops) <= 5 and all(o["ms"] >= 0 and o["op"] for o in ops), ops
+        assert [o["ms"] for o in ops] == sorted((o["ms"] for o in ops), reverse=True)
+        assert f"{key[0]}/fp32: {ops[0]['op']}" in out
     assert (run_dir / "benchmark" / "benchmark.csv").read_text().startswith("target,format,precision")
     profiles = Ledger(run_dir.parent).profiles(run_dir.name)
     assert {"pytorch", "onnx", "openvino-cpu"} <= {r["target"] for r in profiles}

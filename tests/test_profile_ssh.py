@@ -109,6 +109,26 @@ def test_agent_runs_remotely_and_returns_numbers(sshd: dict, artifact: Path) -> 
     assert not list(Path("/tmp").glob("edgevit-*/artifact/manifest.json"))
 
 
+def test_agent_profiles_an_executorch_program(sshd: dict, tmp_path: Path) -> None:
+    """A .pte (XNNPACK delegate) is profiled on the device like any artifact, load time included."""
+    pytest.importorskip("executorch", reason="the [executorch] extra is not installed")
+    import torch
+
+    from edgevit.config import load_target
+    from edgevit.export.registry import format_module
+    from edgevit.models.students import create_student
+
+    torch.manual_seed(0)
+    model = create_student("deit_tiny_distilled_patch16_224", {"num_classes": 10, "img_size": 32, "patch_size": 8,
+                                                                "depth": 1, "embed_dim": 32, "num_heads": 2}).eval()
+    art = format_module("executorch").export(model, torch.zeros(1, 3, 32, 32), load_target("executorch-mobile"),
+                                             "fp32", None, tmp_path, {})
+    art.write_manifest()
+    r = runner(sshd).profile_agent(tmp_path, threads=1, iterations=10, warmup=2)
+    assert r.format == "executorch" and r.runtime.startswith("executorch") and r.threads == 1
+    assert r.stats.iterations == 10 and 0 < r.stats.median_ms and r.load_ms is not None and r.load_ms > 0
+
+
 def test_device_without_the_runtime(sshd: dict, artifact: Path) -> None:
     """The system python3 has no numpy/onnxruntime: the agent says so in one line."""
     system_python = "/usr/bin/python3"

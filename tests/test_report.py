@@ -27,7 +27,8 @@ NOTEBOOKS = ROOT / "notebooks"
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """runs/: `hard` (distilled from a tiny teacher, exported to ONNX FP32, profiled with its PyTorch
-    baseline) and `none` (the same recipe without distillation)."""
+    baseline), `none` (the same recipe without distillation) and `hard-pruned` (`hard` pruned to half
+    its MACs, recovered one epoch, profiled in PyTorch)."""
     tmp = tmp_path_factory.mktemp("report")
     root = tmp / "runs"
     recipe = write_recipe(tmp, epochs=2)
@@ -38,6 +39,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("profile", "hard", "--target", "pytorch", "--runs-dir", root, "--iterations", "20", "--warmup", "2"),
         ("profile", "hard", "--target", "onnx", "--precision", "fp32", "--runs-dir", root, "--iterations", "20",
          "--warmup", "2"),
+        ("prune", "hard", "--ratio", "0.5", "--recover-epochs", "1", "--runs-dir", root, "--out", root / "hard-pruned"),
+        ("profile", "hard-pruned", "--target", "pytorch", "--runs-dir", root, "--iterations", "20", "--warmup", "2"),
     ]
     for step in steps:
         out = edgevit(*step)
@@ -77,6 +80,33 @@ def test_report_shows_the_ledgers_numbers(runs: Path, report_html: Path):
     assert rows[0].startswith("target,format,precision") and len(rows) == 3  # header, PyTorch, ONNX FP32
     assert rows[1].startswith("pytorch,pytorch,fp32") and rows[2].startswith("onnx,onnx,fp32")
     assert str(onnx["median_ms"]) in rows[2] or f"{onnx['median_ms']:.6f}"[:7] in rows[2]
+
+
+@pytest.mark.slow
+def test_report_shows_what_pruning_bought(runs: Path, report_html: Path):
+    led = Ledger(runs)
+    (pruned,) = led.runs("hard-pruned")
+    assert pruned["kind"] == "prune" and pruned["parent"] == "hard"
+    html = report_html.read_text()
+    assert "hard-pruned" in html and f"{pruned['summary']['val_top1']:.2f}" in html
+    rows = (_assets(report_html) / "pruning.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("hard-pruned,hard,")
+    _check_image((_assets(report_html) / "pruning.png").read_bytes(), min_bytes=10_000)
+
+
+@pytest.mark.slow
+def test_a_latency_budget_names_the_best_export_within_it(runs: Path, tmp_path: Path):
+    onnx = next(p for p in Ledger(runs).profiles("hard") if p["format"] == "onnx")
+    budget = onnx["median_ms"] * 1000  # every timed export fits: the most accurate one is named per target
+    out = edgevit("report", "--runs", runs, "--budget-ms", f"{budget:.3f}", "--select", "hard",
+                  "--out", tmp_path / "budget.html")
+    assert out.returncode == 0, out.stderr[-3000:]
+    html = (tmp_path / "budget.html").read_text()
+    assert "Best top-1 within" in html and "best_under_budget" not in out.stderr
+    rows = (tmp_path / "budget_files" / "best_under_budget.csv").read_text().splitlines()
+    assert rows[0].startswith("target,run") and any(r.startswith("onnx,hard,") for r in rows[1:])
+    bad = edgevit("report", "--runs", runs, "--budget-ms", "0", "--out", tmp_path / "zero.html")
+    assert bad.returncode == 2 and "--budget-ms 0.0: give a latency budget" in bad.stderr
 
 
 @pytest.mark.slow
@@ -174,7 +204,7 @@ DEVICE = "local (test CPU, 2 CPUs)"
 def _run(led: Ledger, name: str, top1: float, params: float, parent: str | None = None, kind: str = "distill",
          distillation: str = "hard", seed: int = 0) -> None:
     """A finished run as the stages record it (rows written through the Ledger API, not by the stages:
-    pruning does not exist yet, and several seeds of real training would take minutes)."""
+    several seeds of real training would take minutes; the `runs` fixture has the real ones)."""
     teachers = [] if distillation == "none" else [{"name": "resnet18", "val_top1": 97.0}]
     recipe = {"seed": seed, "epochs": 3, "data": {"spec": "digits", "img_size": 32},
               "student": {"name": "deit_tiny_distilled_patch16_224", "kwargs": {"depth": 2}},

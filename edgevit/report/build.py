@@ -114,8 +114,12 @@ def _default_out(runs_dir: Path, notebook: str) -> Path:
     return runs_dir / "reports" / f"{Path(notebook).stem}.html"
 
 
-def report(runs_dir: str | Path, notebook: str = "accuracy_latency_report", out: str | Path | None = None) -> Path:
+def report(runs_dir: str | Path, notebook: str = "accuracy_latency_report", out: str | Path | None = None,
+           budget_ms: float | None = None, selected_runs: list[str] | None = None) -> Path:
     """Execute `notebook` on the ledger in `runs_dir`; returns the HTML's path.
+
+    `budget_ms` names, per target, the most accurate export whose median latency is within it (and
+    draws it on the plots); `selected_runs` picks whose training curves are drawn.
 
     Writes `out` (default `runs_dir/reports/<notebook>.html`) and `<stem>_files/` beside it with
     every figure as PNG and every table as CSV. An empty or missing ledger gives a short report.
@@ -132,11 +136,16 @@ def report(runs_dir: str | Path, notebook: str = "accuracy_latency_report", out:
     out = Path(out) if out is not None else _default_out(runs_dir, notebook)
     if out.suffix.lower() not in (".html", ".htm"):
         raise EdgevitError(f"--out {out}: give a .html file name")
+    if budget_ms is not None and not budget_ms > 0:
+        raise EdgevitError(f"--budget-ms {budget_ms}: give a latency budget in milliseconds above 0")
     files = out.with_name(f"{out.stem}_files")
     title = f"edgevit {Path(notebook).stem.replace('_', ' ')}: {runs_dir.resolve().name}"
     with atomic_dir(files) as tmp:  # replaces an older report's files only when the notebook ran through
         nb = nbformat.reads(source, as_version=4)
-        nb = execute(inject_parameters(nb, {"runs_dir": str(runs_dir.resolve()), "out_dir": str(tmp)}), tmp)
+        params = {"runs_dir": str(runs_dir.resolve()), "out_dir": str(tmp)}
+        params.update({k: v for k, v in (("latency_budget_ms", budget_ms), ("selected_runs", selected_runs))
+                       if v is not None})
+        nb = execute(inject_parameters(nb, params), tmp)
         html = to_html(nb, title)
     write_text(out, html)
     return out
