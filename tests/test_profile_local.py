@@ -122,6 +122,36 @@ def test_missing_runtime_is_one_line(run_dir: Path, capsys: pytest.CaptureFixtur
         runners.check_runtime("coreml")
 
 
+HIDE_OPENVINO = """
+import sys
+sys.modules["openvino"] = None  # import openvino now raises ModuleNotFoundError; find_spec says None
+"""
+
+
+def test_a_runtime_or_converter_that_is_not_installed_is_one_line_naming_the_package(run_dir: Path,
+                                                                                      tmp_path: Path) -> None:
+    """A machine without OpenVINO (hidden from imports here by a sitecustomize): profile, benchmark
+    and export each end with one line that names what to install."""
+    import subprocess
+    import sys
+
+    (tmp_path / "sitecustomize.py").write_text(HIDE_OPENVINO)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+
+    def edgevit(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "edgevit.cli", *args], capture_output=True, text=True, env=env,
+                              timeout=300)
+
+    profile = edgevit("profile", str(run_dir), "--target", "openvino-cpu", "--precision", "fp32", "--iterations", "2")
+    export = edgevit("export", str(run_dir), "--target", "openvino-cpu", "--precision", "fp16", "--no-ledger")
+    for out, says in ((profile, "openvino is not installed (pip install openvino)"),
+                      (export, "export needs the package 'openvino'")):
+        lines = [ln for ln in out.stderr.splitlines() if ln.startswith("edgevit: error")]
+        assert out.returncode == 2 and "Traceback" not in out.stderr and len(lines) == 1, out.stderr[-2000:]
+        assert says in lines[0], lines[0]
+    assert not (run_dir / "exports" / "openvino-cpu" / "fp16").exists()
+
+
 def test_missing_export_and_bad_option(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
     rc = main(["profile", str(run_dir), "--target", "openvino", "--precision", "int8"])
     assert rc == 2 and "edgevit export" in capsys.readouterr().err

@@ -27,7 +27,7 @@ from edgevit.artifact import Artifact
 from edgevit.config import Target, load_target
 from edgevit.errors import EdgevitError
 from edgevit.files import atomic_dir, disk_error, replace_dir
-from edgevit.export.registry import format_module
+from edgevit.export.registry import format_module, missing_package
 from edgevit.export.verify import Verification, verify
 from edgevit.models.checkpoint import STUDENT_FILE, load_student
 
@@ -88,6 +88,8 @@ def run_converter(fmt: str, precision: str, convert: Callable[[], Artifact], too
             artifact = convert()
     except EdgevitError:
         raise
+    except ModuleNotFoundError as exc:  # converters import their packages lazily
+        raise missing_package(fmt, exc.name) from exc
     except Exception as exc:  # noqa: BLE001 - any converter failure becomes one readable line
         full_disk = disk_error(out_dir, exc) if out_dir is not None else None
         if full_disk is not None:

@@ -27,8 +27,15 @@ def format_module(fmt: str) -> ModuleType:
     """The module that exports `fmt`; a missing converter is one line naming the pip extra."""
     if fmt not in FORMATS:
         raise EdgevitError(f"unknown export format '{fmt}' (known: {', '.join(FORMATS)})")
-    name, extra = FORMATS[fmt]
+    name, _extra = FORMATS[fmt]
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        raise EdgevitError(f"{fmt} export needs the package '{exc.name}': pip install -e '.[{extra}]'") from None
+        raise missing_package(fmt, exc.name) from None
+
+
+def missing_package(fmt: str, package: str | None) -> EdgevitError:
+    """The one line for a converter package that is not installed, naming the extra that installs it."""
+    extra = FORMATS[fmt][1] if fmt in FORMATS else "all"
+    return EdgevitError(f"{fmt} export needs the package '{package}': pip install 'edgevit[{extra}]' "
+                        f"(in a checkout: pip install -e '.[{extra}]')")

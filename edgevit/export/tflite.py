@@ -35,7 +35,7 @@ def export(model: torch.nn.Module, sample: torch.Tensor, target: Target, precisi
            calibration: np.ndarray | None, out_dir: Path, meta: dict[str, Any]) -> Artifact:
     if target.dynamic_batch:
         raise EdgevitError("tflite export has a static batch; set dynamic_batch: false in the target")
-    flat = convert(model, sample)
+    flat = convert(model.eval(), sample)
     quant = None
     if precision != "fp32":
         flat, quant = _quantize(flat, precision, target, calibration)
@@ -47,7 +47,7 @@ def export(model: torch.nn.Module, sample: torch.Tensor, target: Target, precisi
 
 
 def convert(model: torch.nn.Module, sample: torch.Tensor, **options: Any) -> bytes:
-    """litert-torch's flatbuffer for `model`, converted from contiguous weights.
+    """litert-torch's flatbuffer for `model` (in eval mode already), converted from contiguous weights.
 
     litert-torch 0.10 caches each weight it inlines under the address of a `.contiguous()` copy it
     frees at once, so two non-contiguous weights of one shape (channels_last training leaves conv
@@ -64,7 +64,7 @@ def convert(model: torch.nn.Module, sample: torch.Tensor, **options: Any) -> byt
             t.data = t.data.contiguous()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        return bytes(litert_torch.convert(model.eval(), (sample,), **options).model_content())
+        return bytes(litert_torch.convert(model, (sample,), **options).model_content())
 
 
 def _quantize(flat: bytes, precision: str, target: Target, calibration: np.ndarray | None) -> tuple[bytes, dict]:

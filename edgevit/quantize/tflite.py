@@ -132,7 +132,7 @@ def tune(model: torch.nn.Module, sample: torch.Tensor, target: Target, calibrati
          val_y: np.ndarray, reference: np.ndarray, max_drop: float, out_dir: Path,
          log: Callable[[str], None] = lambda _m: None) -> tuple[Artifact, SearchResult]:
     """Full-integer INT8 for `target`, with the fewest float layers that keep top-1 within `max_drop`."""
-    flat = convert(model, sample)
+    flat = convert(model.eval(), sample)
     bits = int(target.quantization.options.get("activation_bits", 8))
     work = Path(tempfile.mkdtemp(prefix=".tune-", dir=out_dir))
     try:
