@@ -62,6 +62,28 @@ def test_tflite_tune_reports_the_drop_measured_independently(trained_run: Path) 
     assert saved["quantization"]["float_layers"] == q["float_layers"] and saved["input_dtype"] in ("int8", "float32")
 
 
+def test_a_deep_model_falls_back_by_kind_of_layer(tmp_path: Path) -> None:
+    """Past MAX_UNITS layers the LiteRT search ranks kinds (`blocks.*.mlp.fc1`); keeping a kind in
+    float keeps that layer of every block in float, and nothing else."""
+    import torch
+
+    from edgevit.export.tflite import convert
+    from edgevit.models.students import create_student
+    from edgevit.quantize.tflite import Candidates, float_layers
+
+    torch.manual_seed(0)
+    model = create_student("deit_tiny_distilled_patch16_224", {"num_classes": 10, "img_size": 16, "patch_size": 8,
+                                                                "depth": 3, "embed_dim": 32, "num_heads": 2}).eval()
+    x = torch.randn(4, 3, 16, 16)
+    cands = Candidates(convert(model, x[:1]), x.numpy(), tmp_path)
+    layers = cands.tunable(max_units=1000)
+    kinds = cands.tunable(max_units=10)
+    assert {"blocks.0.mlp.fc1", "blocks.2.mlp.fc1"} <= set(layers) and len(kinds) < len(layers)
+    assert "blocks.*.mlp.fc1" in kinds and not any(k.startswith("blocks.1.") for k in kinds)
+    flat = cands.build(frozenset({"blocks.*.mlp.fc1"}))
+    assert sorted(float_layers(flat)) == ["blocks.0.mlp.fc1", "blocks.1.mlp.fc1", "blocks.2.mlp.fc1"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("target,fmt", [("onnx", "onnx"), ("tflite-mobile", "tflite")])
 def test_a_few_qat_steps_then_the_int8_model_runs_in_its_runtime(trained_run: Path, target: str, fmt: str) -> None:

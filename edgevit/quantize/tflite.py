@@ -30,6 +30,7 @@ from edgevit.export.tflite import MODEL_FILE, _io_quantization, _signature, conv
 from edgevit.quantize.search import SearchResult, revert_until, run_candidate
 
 MODEL_UNIT = "(model)"
+MAX_UNITS = 40  # past this many layers the fallback search ranks kinds of layer, not layers
 
 
 def layer_of(scope: str) -> str:
@@ -40,6 +41,11 @@ def layer_of(scope: str) -> str:
     parts = max(paths, key=lambda s: s.count("/")).split("/")[1:]  # drop the model class itself
     names = [p.rsplit(".", 1)[-1].split("_", 1)[1] for p in parts if "_" in p.rsplit(".", 1)[-1]]
     return ".".join(names) or MODEL_UNIT
+
+
+def kind_of(layer: str) -> str:
+    """`blocks.3.attn.qkv` -> `blocks.*.attn.qkv`: the same module in every repeated block."""
+    return re.sub(r"(?<=\.)\d+(?=\.|$)", "*", layer)
 
 
 def layer_ops(flat: bytes, with_ops: bool = False) -> dict[str, list[tuple]]:
@@ -109,15 +115,23 @@ class Candidates:
             self.calibration = q.calibrate({key: [{name: calibration[i:i + 1]} for i in range(len(calibration))]},
                                            num_threads=1)
 
-    def tunable(self) -> list[str]:
-        """Every layer, data movement included: an int8 reshape or slice forces int8 on its neighbours too."""
-        return list(self.layers)
+    def tunable(self, max_units: int = MAX_UNITS) -> list[str]:
+        """Every layer, data movement included (an int8 reshape or slice forces int8 on its neighbours
+        too); past `max_units` layers, one unit per kind of layer (`blocks.*.attn`: that module in every
+        block), since ranking costs one quantize-and-run per unit (DeiT-Ti/224: 116 layers, > 36 s each)."""
+        if len(self.layers) <= max_units:
+            return list(self.layers)
+        return list(dict.fromkeys(kind_of(layer) for layer in self.layers))
+
+    def ops_of(self, units: frozenset[str]) -> list[tuple[str, str]]:
+        return [op for layer in sorted(self.layers) if layer in units or kind_of(layer) in units
+                for op in self.layers[layer]]
 
     @functools.lru_cache(maxsize=4)
     def build(self, float_layers: frozenset[str]) -> bytes:
         from ai_edge_quantizer import quantizer
 
-        ops = [op for layer in sorted(float_layers) for op in self.layers[layer]]
+        ops = self.ops_of(float_layers)
         q = quantizer.Quantizer(bytearray(self.flat), recipe_with_float(self.base, ops))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -138,7 +152,8 @@ def tune(model: torch.nn.Module, sample: torch.Tensor, target: Target, calibrati
     try:
         cands = Candidates(flat, calibration, work, bits)
         units = cands.tunable()
-        log(f"LiteRT full-integer ({cands.recipe_name}): {len(units)} layers can fall back to float")
+        what = "layers" if len(units) == len(cands.layers) else f"kinds of layer (of {len(cands.layers)} layers)"
+        log(f"LiteRT full-integer ({cands.recipe_name}): {len(units)} {what} can fall back to float")
         result = revert_until(units, cands.build, cands.predict, val_x, val_y, reference, max_drop, log=log)
     finally:
         shutil.rmtree(work, ignore_errors=True)
