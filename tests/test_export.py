@@ -289,3 +289,24 @@ def test_tflite_convert_keeps_each_channels_last_weight_its_own() -> None:
     got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     assert np.abs(got - expected).max() < 1e-4
     assert not convs[0].weight.is_contiguous(), "the caller's model is left as it was"
+
+
+def test_export_to_several_targets_loads_the_run_once(trained_run: Path, tmp_path: Path, monkeypatch) -> None:
+    """`export --target a,b --precision all` reads the student, the images and PyTorch's logits once."""
+    import shutil
+
+    from edgevit.export import pipeline
+
+    run = tmp_path / "once"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("exports"))
+    loads: list[tuple] = []
+    real = pipeline.RunInputs.load.__func__
+
+    def counting(cls, *args, **kwargs):
+        loads.append(args)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline.RunInputs, "load", classmethod(counting))
+    assert main(["export", str(run), "--target", "onnx,openvino-cpu", "--precision", "fp32", "--no-ledger"]) == 0
+    assert len(loads) == 1
+    assert {p.parent.parent.name for p in run.glob("exports/*/fp32/manifest.json")} == {"onnx", "openvino-cpu"}
