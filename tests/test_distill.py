@@ -274,8 +274,7 @@ def test_an_earlier_runs_student_teaches_and_resume_picks_up_between_teacher_and
     runs = tmp_path / "runs"
     first = edgevit("distill", write_recipe(tmp_path, epochs=1, **{"distill.type": "none"}), "--out", runs / "first")
     assert first.returncode == 0, first.stderr[-2000:]
-    second = edgevit("distill", write_recipe(tmp_path, epochs=1, **{"teacher.names": ["run:first"]}), "--out",
-                     runs / "second")
+    second = edgevit("distill", write_recipe(tmp_path, epochs=1), "--teacher", "run:first", "--out", runs / "second")
     assert second.returncode == 0, second.stderr[-2000:]
     summary = json.loads((runs / "second" / "summary.json").read_text())
     (teacher,) = summary["teachers"]
