@@ -1,7 +1,7 @@
 """Held-out accuracy of distillation settings on one recipe, several seeds each: mean +- std.
 
-    python benchmarks/distill_compare.py [--recipe quickstart] [--seeds 0 1 2] [--epochs N]
-        [--settings none hard soft self ensemble]
+    python benchmarks/distill_compare.py [--recipe quickstart] [--teacher regnety_160] [--seeds 0 1 2]
+        [--epochs N] [--settings none hard soft self ensemble]
 
 Every setting uses the recipe's epochs, student and augmentation; teachers are fine-tuned once
 and reused across seeds and settings (edgevit's teacher cache). Prints a table, writes JSON.
@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--recipe", default="quickstart")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int)
+    ap.add_argument("--teacher", help="replaces the recipe's teacher, as `edgevit distill --teacher` does")
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--second-teacher", default="resnet26", help="added to the recipe's teacher for 'ensemble'")
     ap.add_argument("--runs", default="benchmarks/results/distill_compare_runs")
@@ -43,6 +44,8 @@ def main() -> None:
     base, _ = load_recipe(a.recipe)
     if a.epochs:
         base = apply_overrides(base, {"epochs": a.epochs})
+    if a.teacher:
+        base = apply_overrides(base, {"teacher.names": [a.teacher]})
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     results = json.loads(out.read_text()) if out.exists() else {}
