@@ -2,12 +2,17 @@
 `edgevit distill`, side by side in one run: same data, student, teacher, augmentation and batch.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/timm_kd_compare.py [--epochs 3] [--repeats 2] [--threads 2]
-        [--aug deit|light] [--workers 0] [--timm-git DIR --timm-rev REV | --train-py PATH]
+        [--aug deit|light] [--workers 0] [--precision fp32|bf16|defaults]
+        [--timm-git DIR --timm-rev REV | --train-py PATH]
 
 Student: 6-layer DeiT-Tiny with distillation token, patch 8, 32 px, 10 classes. Teacher: ResNet-18,
 random weights (offline; the step cost does not depend on them), hard token distillation
-(timm: --kd-model-name resnet18 --kd-distill-type token --kd-token-distill-type hard), fp32, no
-channels_last, no teacher-logit cache (the live-teacher loop), no teacher fine-tune. Data: the
+(timm: --kd-model-name resnet18 --kd-distill-type token --kd-token-distill-type hard), no teacher
+fine-tune. --precision: `fp32` (default) runs both in fp32, no channels_last, no teacher-logit cache
+(the same live-teacher loop in both); `bf16` runs both under bf16 autocast (timm: --amp --amp-dtype
+bfloat16; edgevit: amp bf16), still no channels_last and no cache; `defaults` runs each tool as a user
+gets it (timm: fp32; edgevit: amp/channels_last "auto", which measure and keep what is faster here,
+and its teacher-logit cache, which only replays after cache_rounds epochs). Data: the
 embedded digits split (edgevit's own train/val split) written once as a PNG ImageFolder, read by both.
 
 timm's train.py is not in the pip package: it is taken from a timm git snapshot (or --train-py).
@@ -105,18 +110,21 @@ def timm_cmd(a: argparse.Namespace, train_py: Path, data: Path, out: Path, name:
             "--train-interpolation", "bicubic", "--hflip", str(g["hflip"]), "--scale", *map(str, g["scale"]),
             "--color-jitter", str(g["color_jitter"]), "--reprob", str(g["reprob"]), "--mixup", str(g["mixup"]),
             "--cutmix", str(g["cutmix"]), "--smoothing", str(g["smoothing"]),
+            *(["--amp", "--amp-dtype", "bfloat16"] if a.precision == "bf16" else []),
             "--output", str(out), "--experiment", name, "--checkpoint-hist", "1"]
 
 
 def edgevit_cmd(a: argparse.Namespace, data: Path, out: Path, name: str) -> list[str]:
+    amp = {"fp32": "off", "bf16": "bf16", "defaults": "auto"}[a.precision]
+    layout = "auto" if a.precision == "defaults" else False
     recipe = {
-        "name": "timm-kd-compare", "epochs": a.epochs, "seed": 0, "amp": "off", "channels_last": False,
+        "name": "timm-kd-compare", "epochs": a.epochs, "seed": 0, "amp": amp, "channels_last": layout,
         "data": {"spec": str(data), "img_size": 32, "batch_size": a.batch, "workers": a.workers},
         "aug": {**AUG[a.aug], "crop_pct": 0.875},
-        "teacher": {"names": ["resnet18"], "pretrained": False, "finetune_epochs": 0, "amp": "off",
-                    "channels_last": False},
+        "teacher": {"names": ["resnet18"], "pretrained": False, "finetune_epochs": 0, "amp": amp,
+                    "channels_last": layout},
         "student": {"name": STUDENT, "patch_size": 8, "drop_path": 0.1, "kwargs": {"depth": 6}},
-        "distill": {"type": "hard", "alpha": 0.5, "cache_teacher": False},
+        "distill": {"type": "hard", "alpha": 0.5, "cache_teacher": "auto" if a.precision == "defaults" else False},
         "optim": {"opt": "adamw", "lr": 1e-3, "lr_base_batch": a.batch, "weight_decay": 0.05, "warmup_epochs": 1,
                   "warmup_lr": 1e-6, "min_lr": 1e-5},
     }
@@ -152,6 +160,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--aug", choices=sorted(AUG), default="deit")
+    ap.add_argument("--precision", choices=["fp32", "bf16", "defaults"], default="fp32")
     ap.add_argument("--timm-git", default="/work/.mirror/huggingface+pytorch-image-models/repo")
     ap.add_argument("--timm-rev", default="HEAD")
     ap.add_argument("--train-py", help="a timm train.py to use instead of the git snapshot's")
@@ -180,7 +189,7 @@ def main() -> None:
     ratio = med["edgevit"] / med["timm"]
     load = os.getloadavg()
     print(f"\nDeiT-Ti/8 (6 layers, 32 px) <- ResNet-18 hard token KD, batch {a.batch}, {a.aug} aug, {a.threads} threads, "
-          f"{a.workers} workers; timm train.py from {source}")
+          f"{a.workers} workers, precision {a.precision}; timm train.py from {source}")
     print(f"{'tool':>8} {'run':>4} {'epochs':>6} {'img/s per epoch':>28} {'median*':>8} {'wall s':>7}")
     for i, r in enumerate(results):
         per = " ".join(f"{x:.1f}" for x in r["epoch_img_s"])
@@ -191,7 +200,7 @@ def main() -> None:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"epochs": a.epochs, "batch": a.batch, "threads": a.threads, "workers": a.workers,
-                               "aug": a.aug, "timm_train_py": source, "median_img_s": med, "ratio": ratio,
+                               "aug": a.aug, "precision": a.precision, "timm_train_py": source, "median_img_s": med, "ratio": ratio,
                                "loadavg": load, "runs": results}, indent=2))
     print(f"wrote {out}")
 
