@@ -136,3 +136,16 @@ def test_the_precision_probe_picks_a_candidate_and_is_remembered(tmp_path: Path)
     amps = 2 if speed.cpu_has_bf16() is not False else 1  # bf16 is tried only where the CPU computes it
     assert len(speed.candidates(tiny(), x.device, "auto", "auto")) == amps  # a ViT: no channels_last candidates
     assert len(speed.candidates(model, x.device, "auto", "auto")) == 2 * amps
+
+
+def test_accuracy_and_teacher_agreement_count_labelled_images_only() -> None:
+    """With data.labelled < 1 most targets are -1: an image with no label can neither be right nor
+    agree with the teacher, so the epoch's percentages divide by the labelled count, not the batch."""
+    sums = {k: torch.zeros(()) for k in ("loss", "task_loss", "distill_loss", "correct", "agree", "labelled")}
+    y = torch.tensor([0, 1, -1, -1, 2, -1])
+    teacher = nn.functional.one_hot(torch.tensor([0, 1, 1, 0, 0, 2]), 3).float()  # right on 0 and 1, wrong on 2
+    output = nn.functional.one_hot(torch.tensor([0, 0, 0, 1, 2, 2]), 3).float()  # right on 0 and 2
+    out = {"loss": torch.tensor(1.0), "task_loss": torch.tensor(1.0), "distill_loss": None,
+           "output": output, "teacher_logits": teacher}
+    Trainer._accumulate(sums, out, y, y)
+    assert (int(sums["labelled"]), int(sums["agree"]), int(sums["correct"])) == (3, 2, 2)

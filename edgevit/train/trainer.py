@@ -303,7 +303,8 @@ class Trainer:
         self.task.train()
         self.task.begin_epoch(rnd)
         sync_every = 1 if self.device.type == "cpu" else 25  # host syncs cost time on a GPU only
-        sums = {k: torch.zeros((), device=self.device) for k in ("loss", "task_loss", "distill_loss", "correct", "agree")}
+        sums = {k: torch.zeros((), device=self.device)
+                for k in ("loss", "task_loss", "distill_loss", "correct", "agree", "labelled")}
         t0, seen = time.perf_counter(), 0
         bar = self.progress(f"{self.label} epoch {epoch + 1}/{cfg.epochs}", len(loader)) if self.progress else None
         for b, (x, y) in enumerate(loader):
@@ -331,7 +332,7 @@ class Trainer:
                 if not math.isfinite(loss):
                     raise EdgevitError(f"{self.label}: loss became {loss} at epoch {epoch + 1}; lower the learning rate")
                 if bar:
-                    bar(b + 1, loss=loss, acc=100.0 * float(sums["correct"]) / seen,
+                    bar(b + 1, loss=loss, acc=100.0 * float(sums["correct"]) / max(float(sums["labelled"]), 1),
                         ips=seen * dist.world / (time.perf_counter() - t0))
             for h in self.hooks:
                 h.after_step(self, self.update)
@@ -341,17 +342,21 @@ class Trainer:
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
                                "train_loss": float(sums["loss"]) / max(seen, 1),
                                "train_task_loss": float(sums["task_loss"]) / max(seen, 1),
-                               "train_top1": 100.0 * float(sums["correct"]) / max(seen, 1),
+                               "train_top1": 100.0 * float(sums["correct"]) / max(float(sums["labelled"]), 1),
                                "train_img_s": seen * dist.world / seconds, "train_seconds": seconds}
         if self.task.kind != "none":
             row["train_distill_loss"] = float(sums["distill_loss"]) / max(seen, 1)
-            row["teacher_label_agreement"] = 100.0 * float(sums["agree"]) / max(seen, 1)
+            row["teacher_label_agreement"] = 100.0 * float(sums["agree"]) / max(float(sums["labelled"]), 1)
         return row
 
     @staticmethod
     def _accumulate(sums: dict[str, torch.Tensor], out: dict[str, torch.Tensor], target: torch.Tensor,
                     y: torch.Tensor) -> None:
+        """Running sums for the epoch's row. Accuracy and teacher agreement count labelled images only
+        (data.labelled < 1 marks the others -1: no label to agree with)."""
         n = len(y)
+        known = y >= 0
+        sums["labelled"] += known.sum()
         sums["loss"] += out["loss"].detach().float() * n
         sums["task_loss"] += out["task_loss"].detach().float() * n
         if out.get("distill_loss") is not None:
@@ -359,4 +364,4 @@ class Trainer:
         sums["correct"] += (out["output"].detach().argmax(-1) == y).sum()
         if out.get("teacher_logits") is not None:  # how often the teacher names the (mixed) image's dominant class
             dominant = target.argmax(-1) if target.ndim == 2 else target
-            sums["agree"] += (out["teacher_logits"].argmax(-1) == dominant).sum()
+            sums["agree"] += ((out["teacher_logits"].argmax(-1) == dominant) & known).sum()
