@@ -85,3 +85,17 @@ def test_logit_cache_roundtrip(tmp_path):
     assert torch.allclose(rebuilt.gather(1, top.indices), top.values, atol=1e-2)  # fp16 storage
     # probability mass outside the top-k is kept (spread evenly)
     assert torch.allclose(rebuilt.softmax(1).gather(1, top.indices), logits.softmax(1).gather(1, top.indices), atol=5e-3)
+
+
+def test_unlabelled_images_take_the_teachers_label_on_the_class_head(batch):
+    """data.labelled < 1: an unlabelled image (-1) is learnt by the class head from the teacher's label
+    when there is a teacher, and left out of the task loss when there is none."""
+    cls, dist, teacher, y = batch
+    y = y.clone()
+    y[::2] = -1
+    filled = torch.where(y >= 0, y, teacher.argmax(-1))
+    task, distill = DistillationLoss(torch.nn.CrossEntropyLoss(), "hard").parts((cls, dist), y, teacher)
+    assert task.item() == pytest.approx(_ce(cls, filled), rel=1e-5)
+    assert distill.item() == pytest.approx(_ce(dist, teacher.argmax(-1)), rel=1e-5)
+    task, _ = DistillationLoss(torch.nn.CrossEntropyLoss(), "none").parts(cls, y)
+    assert task.item() == pytest.approx(_ce(cls[y >= 0], y[y >= 0]), rel=1e-5)
