@@ -310,6 +310,14 @@ def _missing_backends(artifact: Artifact) -> list[str]:
     return [b for b in artifact.manifest.get("backends") or [] if not runtime.backend_registry.is_available(b)]
 
 
+_ET_POOL = {"generation": 0}  # bumped on every reset of ExecuTorch's process-wide threadpool
+
+
+def _reset_et_pool(lib: Any, threads: int) -> None:
+    lib._unsafe_reset_threadpool(threads)
+    _ET_POOL["generation"] += 1
+
+
 def _executorch(artifact: Artifact, threads: int | None, options: dict[str, Any]) -> Predictor:
     import torch
 
@@ -320,20 +328,30 @@ def _executorch(artifact: Artifact, threads: int | None, options: dict[str, Any]
         raise EdgevitError(f"{artifact.model_path} delegates to {', '.join(missing)}, which this ExecuTorch runtime "
                            f"lacks (it has {', '.join(runtime.backend_registry.registered_backend_names)})")
     if threads and lib._threadpool_get_thread_count() != threads:
-        lib._unsafe_reset_threadpool(threads)
+        _reset_et_pool(lib, threads)
     etdump = bool(options.get("etdump", False))
-    program = runtime.load_program(artifact.model_path, enable_etdump=etdump)
-    method = program.load_method("forward")
-    batch = int(method.metadata.input_tensor_meta(0).sizes()[0])
+
+    def load() -> dict[str, Any]:
+        program = runtime.load_program(artifact.model_path, enable_etdump=etdump)
+        return {"program": program, "method": program.load_method("forward"), "generation": _ET_POOL["generation"]}
+
+    bound = load()
+    batch = int(bound["method"].metadata.input_tensor_meta(0).sizes()[0])
 
     def run(x: np.ndarray) -> np.ndarray:
         if threads and lib._threadpool_get_thread_count() != threads:  # the pool is process-wide
-            lib._unsafe_reset_threadpool(threads)
-        return np.asarray(method.execute([torch.from_numpy(x)])[0].numpy(), dtype=np.float32)
+            _reset_et_pool(lib, threads)
+        if bound["generation"] != _ET_POOL["generation"]:
+            # XNNPACK's runtime keeps the pool it was loaded with, and a reset frees that pool: running
+            # on gave wrong outputs or a segfault. Load the program again on the pool that is there now.
+            bound.update(load())
+            predictor.native = bound["program"]
+        return np.asarray(bound["method"].execute([torch.from_numpy(x)])[0].numpy(), dtype=np.float32)
 
     settings = {"threads": threads, "threadpool": lib._threadpool_get_thread_count(),
                 "delegates": ",".join(artifact.manifest.get("backends") or []) or "none", "etdump": etdump}
-    return Predictor("executorch", run, batch, settings, native=program)
+    predictor = Predictor("executorch", run, batch, settings, native=bound["program"])
+    return predictor
 
 
 def _version(dist: str) -> str:
