@@ -200,8 +200,8 @@ def main() -> None:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"epochs": a.epochs, "batch": a.batch, "threads": a.threads, "workers": a.workers,
-                               "aug": a.aug, "precision": a.precision, "timm_train_py": source, "median_img_s": med, "ratio": ratio,
-                               "loadavg": load, "runs": results}, indent=2))
+                               "aug": a.aug, "precision": a.precision, "timm_train_py": source, "median_img_s": med,
+                               "ratio": ratio, "loadavg": load, "runs": results}, indent=2))
     print(f"wrote {out}")
 
 

@@ -310,12 +310,18 @@ def _missing_backends(artifact: Artifact) -> list[str]:
     return [b for b in artifact.manifest.get("backends") or [] if not runtime.backend_registry.is_available(b)]
 
 
-_ET_POOL = {"generation": 0}  # bumped on every reset of ExecuTorch's process-wide threadpool
+class _EtPool:
+    """ExecuTorch's threadpool is process-wide, and XNNPACK's runtime keeps the pool a program was
+    loaded with; a reset frees that pool (running on gave wrong outputs or a segfault). Resets are
+    counted so that a predictor knows when to load its program again."""
 
+    resets = 0
 
-def _reset_et_pool(lib: Any, threads: int) -> None:
-    lib._unsafe_reset_threadpool(threads)
-    _ET_POOL["generation"] += 1
+    @classmethod
+    def ensure(cls, lib: Any, threads: int | None) -> None:
+        if threads and lib._threadpool_get_thread_count() != threads:
+            lib._unsafe_reset_threadpool(threads)
+            cls.resets += 1
 
 
 def _executorch(artifact: Artifact, threads: int | None, options: dict[str, Any]) -> Predictor:
@@ -327,30 +333,26 @@ def _executorch(artifact: Artifact, threads: int | None, options: dict[str, Any]
     if missing:
         raise EdgevitError(f"{artifact.model_path} delegates to {', '.join(missing)}, which this ExecuTorch runtime "
                            f"lacks (it has {', '.join(runtime.backend_registry.registered_backend_names)})")
-    if threads and lib._threadpool_get_thread_count() != threads:
-        _reset_et_pool(lib, threads)
     etdump = bool(options.get("etdump", False))
 
-    def load() -> dict[str, Any]:
+    def load() -> tuple[Any, Any, int]:
+        _EtPool.ensure(lib, threads)
         program = runtime.load_program(artifact.model_path, enable_etdump=etdump)
-        return {"program": program, "method": program.load_method("forward"), "generation": _ET_POOL["generation"]}
+        return program, program.load_method("forward"), _EtPool.resets
 
-    bound = load()
-    batch = int(bound["method"].metadata.input_tensor_meta(0).sizes()[0])
+    program, method, loaded_at = load()
 
     def run(x: np.ndarray) -> np.ndarray:
-        if threads and lib._threadpool_get_thread_count() != threads:  # the pool is process-wide
-            _reset_et_pool(lib, threads)
-        if bound["generation"] != _ET_POOL["generation"]:
-            # XNNPACK's runtime keeps the pool it was loaded with, and a reset frees that pool: running
-            # on gave wrong outputs or a segfault. Load the program again on the pool that is there now.
-            bound.update(load())
-            predictor.native = bound["program"]
-        return np.asarray(bound["method"].execute([torch.from_numpy(x)])[0].numpy(), dtype=np.float32)
+        nonlocal method, loaded_at
+        _EtPool.ensure(lib, threads)
+        if loaded_at != _EtPool.resets:  # the pool this program was loaded with is gone
+            predictor.native, method, loaded_at = load()
+        return np.asarray(method.execute([torch.from_numpy(x)])[0].numpy(), dtype=np.float32)
 
+    batch = int(method.metadata.input_tensor_meta(0).sizes()[0])
     settings = {"threads": threads, "threadpool": lib._threadpool_get_thread_count(),
                 "delegates": ",".join(artifact.manifest.get("backends") or []) or "none", "etdump": etdump}
-    predictor = Predictor("executorch", run, batch, settings, native=bound["program"])
+    predictor = Predictor("executorch", run, batch, settings, native=program)
     return predictor
 
 

@@ -156,10 +156,10 @@ def test_profile_reports_load_time_and_threads(runs) -> None:
 
 
 def test_predictors_keep_their_own_thread_counts(runs) -> None:
-    from executorch.extension.pybindings import portable_lib
-
     """The pool is process-wide and XNNPACK keeps the pool a program was loaded with: alternating two
     predictors used to run one of them on a freed pool (wrong outputs, or a segfault)."""
+    from executorch.extension.pybindings import portable_lib
+
     art = Artifact.load(exported(runs, "deit", "fp32").artifact.directory)
     one, two = open_predictor(art, threads=1), open_predictor(art, threads=2)
     x = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
