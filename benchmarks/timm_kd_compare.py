@@ -119,6 +119,7 @@ def edgevit_cmd(a: argparse.Namespace, data: Path, out: Path, name: str) -> list
     layout = "auto" if a.precision == "defaults" else False
     recipe = {
         "name": "timm-kd-compare", "epochs": a.epochs, "seed": 0, "amp": amp, "channels_last": layout,
+        "fused_attn": "auto" if a.precision == "defaults" else True,
         "data": {"spec": str(data), "img_size": 32, "batch_size": a.batch, "workers": a.workers},
         "aug": {**AUG[a.aug], "crop_pct": 0.875},
         "teacher": {"names": ["resnet18"], "pretrained": False, "finetune_epochs": 0, "amp": amp,

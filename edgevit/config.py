@@ -68,6 +68,8 @@ class TeacherConfig(_Strict):
     amp: Literal["auto", "bf16", "fp16", "off"] = Field(
         "auto", description="the teacher's precision (its forward, and its fine-tune); auto: measured")
     channels_last: Literal["auto"] | bool = "auto"
+    fused_attn: Literal["auto"] | bool = Field(
+        "auto", description="a ViT teacher's attention: PyTorch's fused kernel (true) or explicit (false); auto: measured")
     checkpoint_every_s: float = Field(300.0, ge=0, description="checkpoint a teacher's fine-tune at most this often "
                                       "(its state can be ~1 GB) and at its end; 0: after every epoch")
 
@@ -137,6 +139,8 @@ class Recipe(_Strict):
     amp: Literal["auto", "bf16", "fp16", "off"] = Field(
         "auto", description="the student's autocast; auto: the fastest of fp32/bf16 in a short probe on this machine")
     channels_last: Literal["auto"] | bool = "auto"
+    fused_attn: Literal["auto"] | bool = Field(
+        "auto", description="the student's attention: PyTorch's fused kernel (true) or explicit (false); auto: measured")
     data: DataConfig = Field(default_factory=DataConfig)
     aug: AugConfig = Field(default_factory=AugConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)

@@ -34,7 +34,7 @@ def tiny(seed: int = 0) -> nn.Module:
 
 def config(**kw) -> TrainConfig:
     base = dict(epochs=2, batch_size=32, workers=0, optim=OptimConfig(lr=4e-3, warmup_epochs=0), aug=AUG,
-                num_classes=10, seed=0, amp="off", channels_last=False)
+                num_classes=10, seed=0, amp="off", channels_last=False, fused_attn=True)
     return TrainConfig(**{**base, **kw})
 
 
@@ -129,13 +129,24 @@ def test_the_precision_probe_picks_a_candidate_and_is_remembered(tmp_path: Path)
     assert first in speed.candidates(model, x.device, "auto", "auto") and len(lines) == 1
     assert "fp32" in lines[0] and "ms" in lines[0]
     (memo,) = tmp_path.glob("*.json")
-    assert json.loads(memo.read_text())["choice"] == {"amp": first.amp, "channels_last": first.channels_last}
+    assert json.loads(memo.read_text())["choice"] == {"amp": first.amp, "channels_last": first.channels_last,
+                                                      "fused_attn": None}  # a ConvMixer has no attention
     again = speed.choose(model, x, memo_dir=tmp_path, label="probe", log=lines.append)
     assert again == first and len(lines) == 1  # read back, not measured again
     assert speed.choose(model, x, amp="off", channels_last=False, memo_dir=tmp_path) == speed.Precision("off", False)
     amps = 2 if speed.cpu_has_bf16() is not False else 1  # bf16 is tried only where the CPU computes it
-    assert len(speed.candidates(tiny(), x.device, "auto", "auto")) == amps  # a ViT: no channels_last candidates
-    assert len(speed.candidates(model, x.device, "auto", "auto")) == 2 * amps
+    assert len(speed.candidates(tiny(), x.device, "auto", "auto")) == 2 * amps  # a ViT: fused/explicit attention,
+    assert len(speed.candidates(model, x.device, "auto", "auto")) == 2 * amps  # a ConvMixer: both layouts
+
+
+def test_explicit_attention_computes_what_the_fused_kernel_does() -> None:
+    """The probe may swap timm's fused attention (SDPA) for its explicit form: same model, same numbers."""
+    model, x = tiny().eval(), torch.randn(4, 3, 16, 16)
+    fused = speed.Precision("off", False, True).apply(model)(x)
+    explicit_model = speed.Precision("off", False, False).apply(model)
+    assert [m.fused_attn for m in speed.attention_layers(explicit_model)] == [False]  # one block, one layer
+    assert "explicit attention" in speed.Precision("off", False, False).describe()
+    assert torch.allclose(explicit_model(x), fused, atol=1e-5)
 
 
 def test_accuracy_and_teacher_agreement_count_labelled_images_only() -> None:

@@ -98,7 +98,8 @@ def recover(model: torch.nn.Module, teacher: Any, recipe: Recipe, data: Datasets
         else ClassificationTask(model)
     cfg = TrainConfig(epochs=epochs, batch_size=recipe.data.batch_size, workers=recipe.data.workers,
                       optim=recipe.optim, aug=recipe.aug, num_classes=data.num_classes, seed=recipe.seed,
-                      amp=recipe.amp, channels_last=recipe.channels_last, speed_memo=run_dir.parent / SPEED_DIR,
+                      amp=recipe.amp, channels_last=recipe.channels_last, fused_attn=recipe.fused_attn,
+                      speed_memo=run_dir.parent / SPEED_DIR,
                       cache_rounds=cache_rounds if cache is not None else None)
 
     class EpochLog(Hooks):

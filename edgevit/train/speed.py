@@ -1,9 +1,11 @@
-"""Whether bf16 autocast and channels_last make a model faster here: measured, then remembered.
+"""Whether bf16 autocast, channels_last and fused attention make a model faster here: measured, then remembered.
 
 No fixed rule holds across machines: bf16 autocast sped a small DeiT up 1.3x on an AMX Xeon and
 slowed it down on the same Xeon under load; on a CPU without native bf16 (AVX2 only) it is emulated.
-So `amp: auto` / `channels_last: auto` time a few real steps of the model at the real batch shape for
-each candidate and keep the fastest. The choice is stored in `runs/.speed/` under a key of the model's
+PyTorch's fused attention (SDPA) is not always the fast one either: on a Zen 5 CPU its bf16 backward
+took a third of the quickstart student's step (18 tokens) and timm's explicit attention made the step
+1.35x faster. So `amp` / `channels_last` / `fused_attn: auto` time a few real steps of the model at
+the real batch shape for each candidate and keep the fastest. The choice is stored in `runs/.speed/` under a key of the model's
 shape, the batch, the machine and the thread count, so later runs in the same runs folder (and a
 `--resume`) reuse it instead of measuring again, and train with the same numerics.
 """
@@ -27,14 +29,17 @@ from torch import nn
 from edgevit.files import write_json
 
 PROBE_STEPS = 3  # timed steps per candidate, after one untimed step
+PROBE_MARGIN = 0.05  # near-ties keep the simpler candidate, so identical runs pick the same (step noise ~2-5 %)
 
 
 @dataclass(frozen=True)
 class Precision:
-    """How a model runs: autocast dtype ('off', 'bf16', 'fp16') and memory format."""
+    """How a model runs: autocast dtype ('off', 'bf16', 'fp16'), memory format, and whether timm's
+    attention layers use PyTorch's fused kernel (None: the model has none, or leave them as built)."""
 
     amp: str = "off"
     channels_last: bool = False
+    fused_attn: bool | None = None
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         if self.amp == "off":
@@ -42,13 +47,22 @@ class Precision:
         return torch.autocast(device.type, dtype=torch.float16 if self.amp == "fp16" else torch.bfloat16)
 
     def apply(self, model: nn.Module) -> nn.Module:
+        if self.fused_attn is not None:
+            for m in attention_layers(model):
+                m.fused_attn = self.fused_attn
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def input(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def describe(self) -> str:
-        return ("fp32" if self.amp == "off" else f"{self.amp} autocast") + (" + channels_last" if self.channels_last else "")
+        return ("fp32" if self.amp == "off" else f"{self.amp} autocast") + (
+            " + channels_last" if self.channels_last else "") + (" + explicit attention" if self.fused_attn is False else "")
+
+
+def attention_layers(model: nn.Module) -> list[nn.Module]:
+    """timm's attention modules (ViT, DeiT, PVT-v2...): each chooses SDPA or explicit math by `fused_attn`."""
+    return [m for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)]
 
 
 def has_convolutions(model: nn.Module) -> bool:
@@ -66,14 +80,16 @@ def cpu_has_bf16() -> bool | None:
     return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags))
 
 
-def candidates(model: nn.Module, device: torch.device, amp: str, channels_last: str | bool) -> list[Precision]:
+def candidates(model: nn.Module, device: torch.device, amp: str, channels_last: str | bool,
+               fused_attn: str | bool = "auto") -> list[Precision]:
     """What `auto` tries. On a CPU without native bf16 autocast only emulates it (a RegNetY-160 step took
     minutes in the probe on an AVX2 EPYC), so bf16 is tried only where the CPU has it or cannot say."""
     cpu_bf16 = device.type == "cpu" and cpu_has_bf16() is not False
     amps = [amp] if amp != "auto" else (["off", "bf16"] if cpu_bf16 else ["off"] if device.type == "cpu" else
                                         ["off", "bf16" if torch.cuda.is_bf16_supported() else "fp16"])
     layouts = [channels_last] if channels_last != "auto" else ([False, True] if has_convolutions(model) else [False])
-    return [Precision(a, bool(c)) for a in amps for c in layouts]
+    attns = [fused_attn] if fused_attn != "auto" else ([True, False] if attention_layers(model) else [None])
+    return [Precision(a, bool(c), f) for a in amps for c in layouts for f in attns]
 
 
 def _machine() -> str:
@@ -132,11 +148,12 @@ def _median_seconds(fn: Callable[[], None], device: torch.device) -> float:
 
 
 def choose(model: nn.Module, sample: torch.Tensor, *, amp: str = "auto", channels_last: str | bool = "auto",
-           train: bool = True, memo_dir: Path | None = None, label: str = "model",
+           fused_attn: str | bool = "auto", train: bool = True, memo_dir: Path | None = None, label: str = "model",
            log: Callable[[str], None] = print) -> Precision:
-    """The fastest precision for `model` on `sample`'s shape among the candidates the settings allow."""
+    """The fastest precision for `model` on `sample`'s shape among the candidates the settings allow (a
+    near-tie, within PROBE_MARGIN, goes to the earlier, simpler candidate)."""
     device = sample.device
-    options = candidates(model, device, amp, channels_last)
+    options = candidates(model, device, amp, channels_last, fused_attn)
     if len(options) == 1:
         return options[0]
     key = memo_key(model, tuple(sample.shape), train, device)
@@ -153,8 +170,12 @@ def choose(model: nn.Module, sample: torch.Tensor, *, amp: str = "auto", channel
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for p in options:
             times[p] = _median_seconds(_step_fn(copy.deepcopy(model), sample, p, train, device), device)
-    best = min(times, key=times.__getitem__)
-    base = times.get(Precision("off", False), max(times.values()))
+    best = options[0]
+    for p in options[1:]:  # a candidate must beat the pick by more than the probe's noise to replace it
+        if times[p] < (1 - PROBE_MARGIN) * times[best]:
+            best = p
+    base = next((t for p, t in times.items() if p.amp == "off" and not p.channels_last and p.fused_attn is not False),
+                max(times.values()))  # fp32 as the model was built
     log(f"{label}: {best.describe()} ({base / times[best]:.2f}x fp32 in a {PROBE_STEPS}-step "
         f"{'training' if train else 'inference'} probe: " +
         ", ".join(f"{p.describe()} {1000 * t:.0f} ms" for p, t in times.items()) + ")")

@@ -117,6 +117,7 @@ class TrainConfig:
     seed: int = 0
     amp: str = "auto"  # auto: measured (edgevit/train/speed.py) | bf16 | fp16 | off
     channels_last: str | bool = "auto"
+    fused_attn: str | bool = "auto"
     lr_absolute: bool = False  # teacher fine-tunes give lr as is; students scale it by batch size
     cache_rounds: int | None = None
     checkpoint_every_s: float = 0.0  # 0: a checkpoint every epoch; else at most one per this many seconds
@@ -180,12 +181,22 @@ class Trainer:
         o = self.cfg.optim
         return o.lr if self.cfg.lr_absolute else o.lr * self.cfg.batch_size * self.dist.world / o.lr_base_batch
 
+    def _create_optimizer(self) -> torch.optim.Optimizer:
+        """timm's optimizer, with PyTorch's fused kernel where the optimizer has one (AdamW, Adam, SGD):
+        the quickstart student's bf16 step took 98 ms with it and 112 ms with the default foreach
+        kernels on a Zen 5 CPU. Others (LAMB, LARS...) say so with a TypeError and run unfused."""
+        o = self.cfg.optim
+        kwargs = dict(lr=self._lr(), weight_decay=o.weight_decay, momentum=o.momentum)
+        try:
+            return create_optimizer_v2(self.model, o.opt, fused=True, **kwargs)
+        except (TypeError, RuntimeError):  # no fused kernel for this optimizer, device or dtype
+            return create_optimizer_v2(self.model, o.opt, **kwargs)
+
     def rebuild_optimizer(self) -> None:
         """A new optimizer over the model's current parameters (after a structural change); the
         learning-rate schedule keeps its position. Optimizer moments start afresh."""
         o = self.cfg.optim
-        self.optimizer = create_optimizer_v2(self.model, o.opt, lr=self._lr(), weight_decay=o.weight_decay,
-                                             momentum=o.momentum)
+        self.optimizer = self._create_optimizer()
         self.scheduler, _ = create_scheduler_v2(self.optimizer, sched=o.sched, num_epochs=self.cfg.epochs,
                                                 warmup_epochs=o.warmup_epochs, warmup_lr=o.warmup_lr,
                                                 min_lr=o.min_lr, step_on_epochs=False,
@@ -200,6 +211,7 @@ class Trainer:
         if saved is None and self.dist.main:
             x = torch.randn(self.cfg.batch_size, 3, *self._image_size(), device=self.device)
             saved = speed.choose(self.model, x, amp=self.cfg.amp, channels_last=self.cfg.channels_last,
+                                 fused_attn=self.cfg.fused_attn,
                                  memo_dir=self.cfg.speed_memo, label=self.label, log=self.log)
         self.precision = self.dist.broadcast(saved)
         self.precision.apply(self.model)
