@@ -8,11 +8,13 @@
 Student: 6-layer DeiT-Tiny with distillation token, patch 8, 32 px, 10 classes. Teacher: ResNet-18,
 random weights (offline; the step cost does not depend on them), hard token distillation
 (timm: --kd-model-name resnet18 --kd-distill-type token --kd-token-distill-type hard), no teacher
-fine-tune. --precision: `fp32` (default) runs both in fp32, no channels_last, no teacher-logit cache
-(the same live-teacher loop in both); `bf16` runs both under bf16 autocast (timm: --amp --amp-dtype
-bfloat16; edgevit: amp bf16), still no channels_last and no cache; `defaults` runs each tool as a user
-gets it (timm: fp32; edgevit: amp/channels_last "auto", which measure and keep what is faster here,
-and its teacher-logit cache, which only replays after cache_rounds epochs). Data: the
+fine-tune. --precision: `fp32` (default) runs both in fp32 with PyTorch's fused attention, no
+channels_last, no teacher-logit cache (the same live-teacher loop in both; edgevit's optimizer uses
+PyTorch's fused AdamW kernel, timm's the foreach one); `bf16` runs both under bf16 autocast (timm: --amp
+--amp-dtype bfloat16; edgevit: amp bf16), still fused attention, no channels_last and no cache;
+`defaults` runs each tool as a user gets it (timm: fp32; edgevit: amp/channels_last/fused_attn "auto",
+which measure and keep what is faster here, and its teacher-logit cache, which only replays after
+cache_rounds epochs). Data: the
 embedded digits split (edgevit's own train/val split) written once as a PNG ImageFolder, read by both.
 
 timm's train.py is not in the pip package: it is taken from a timm git snapshot (or --train-py).

@@ -93,6 +93,17 @@ def test_a_structural_change_mid_training_keeps_the_schedule(digits) -> None:
     assert not torch.equal(model.blocks[0].mlp.fc1.weight, nn.Linear(32, 40).weight)  # it trained after the change
 
 
+def test_the_optimizer_uses_pytorchs_fused_kernel_where_it_has_one(digits) -> None:
+    """AdamW and SGD get fused=True (faster here); LAMB has no fused kernel and runs as timm builds it."""
+    train, val = digits
+    for opt, fused in (("adamw", True), ("sgd", True), ("lamb", None)):
+        trainer = Trainer(ClassificationTask(tiny()), train, val, config(optim=OptimConfig(opt=opt)), log=lambda m: None)
+        trainer._setup(resume=False)
+        assert trainer.optimizer.defaults.get("fused") == fused, opt
+    trainer.fit()  # LAMB, unfused, trains
+    assert trainer.history[-1]["train_loss"] > 0
+
+
 def test_repeated_augmentation_gives_each_copy_its_own_augmentation(digits) -> None:
     train, _ = digits
     data = SeededAugment(train, seed=0)
