@@ -13,6 +13,7 @@ at the export they timed (``export_id``), so reports join the two without guessi
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import re
 import sqlite3
@@ -33,6 +34,9 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 SCHEMES = ("static", "dynamic", "weight-only")
 METHODS = ("ptq", "tune", "qat")
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
+RUN_LOCK = ".running.lock"  # in the run folder, flock-ed by the process recording the run
+INTERRUPTED = ("interrupted: its process ended without recording an outcome (killed, or the machine went "
+               "down); continue it with --resume --out <its folder>")
 _JSON_COLUMNS = {"recipe", "summary", "metrics", "extra", "profile_extra"}
 _BOOL_COLUMNS = {"verified"}
 
@@ -205,6 +209,40 @@ def failure_reason(exc: BaseException) -> str:
         return "interrupted"
     first = _one_line(str(exc))
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+@contextmanager
+def _run_lock(name: str, path: str | Path | None) -> Iterator[None]:
+    """Hold an exclusive lock on the run folder's RUN_LOCK for the body (none without a folder)."""
+    if path is None:
+        yield
+        return
+    Path(path).mkdir(parents=True, exist_ok=True)
+    with open(Path(path) / RUN_LOCK, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EdgevitError(f"run {name} ({path}) is being run by another process; wait for it to end, "
+                               "or give this one another --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _process_gone(folder: Path) -> bool:
+    """Whether the process that recorded this folder's run as running has ended: its lock is free.
+    False when there is no lock to ask (a run recorded by an older edgevit, or a folder elsewhere)."""
+    lock = folder / RUN_LOCK
+    try:
+        with open(lock, "r+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return True
+    except BlockingIOError:
+        return False
+    except OSError:  # no lock file, or not ours to open
+        return False
 
 
 def _check_choice(what: str, value: str | None, allowed: tuple[str, ...]) -> None:
@@ -387,16 +425,21 @@ class Ledger:
                   recipe: dict | None = None) -> Iterator[Ledger]:
         """Mark the run ``running`` for the body; if the body raises (Ctrl-C included) mark it
         ``failed`` with a one-line reason and re-raise. A body that succeeds records its own
-        ``done`` and summary (``record_run(name, status="done", summary=...)``)."""
-        self.record_run(name, kind=kind, status="running", path=path, parent=parent, recipe=recipe)
-        try:
-            yield self
-        except BaseException as exc:
+        ``done`` and summary (``record_run(name, status="done", summary=...)``). The body holds the
+        run folder's lock, so a second process cannot run the same folder and a reader can tell a
+        ``running`` row whose process was killed (`runs` records it failed, interrupted)."""
+        if path is None:  # a resume that does not repeat the folder still holds the recorded one
+            path = next((r["path"] for r in self._select("runs", name=check_run_name(name))), None)
+        with _run_lock(name, path):
+            self.record_run(name, kind=kind, status="running", path=path, parent=parent, recipe=recipe)
             try:
-                self.record_run(name, status="failed", reason=failure_reason(exc))
-            except Exception as err:  # noqa: BLE001 - the body's error is the one to show
-                exc.add_note(f"(the ledger could not mark run {name} failed: {_one_line(str(err))})")
-            raise
+                yield self
+            except BaseException as exc:
+                try:
+                    self.record_run(name, status="failed", reason=failure_reason(exc))
+                except Exception as err:  # noqa: BLE001 - the body's error is the one to show
+                    exc.add_note(f"(the ledger could not mark run {name} failed: {_one_line(str(err))})")
+                raise
 
     def record_eval(self, run: str, *, epoch: int | None = None, split: str = "val",
                     metrics: dict | None = None) -> int:
@@ -453,9 +496,16 @@ class Ledger:
                                                   tuple(where.values()))]
 
     def runs(self, name: str | None = None, *, kind: str | None = None) -> list[dict[str, Any]]:
-        """Run rows, all or one by name, optionally of one kind."""
+        """Run rows, all or one by name, optionally of one kind. A ``running`` row whose process is
+        gone (its folder's lock is free: SIGKILL, power loss) is recorded ``failed`` as interrupted."""
         _check_choice("run kind", kind, KINDS)
-        return self._select("runs", name=name, kind=kind)
+        rows = self._select("runs", name=name, kind=kind)
+        for row in rows:
+            if row["status"] == "running" and row.get("path") and _process_gone(Path(row["path"])):
+                row.update(status="failed", reason=INTERRUPTED)
+                with contextlib.suppress(EdgevitError, sqlite3.Error, OSError):  # a read-only ledger still reads
+                    self.record_run(row["name"], status="failed", reason=INTERRUPTED)
+        return rows
 
     def children(self, name: str) -> list[dict[str, Any]]:
         """The runs whose parent is ``name`` (e.g. the pruned and quantized runs made from it)."""

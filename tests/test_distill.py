@@ -117,9 +117,12 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (run / "student.pt").exists()
+    (row,) = Ledger(tmp_path / "runs").runs("killed")  # not left "running" forever
+    assert row["status"] == "failed" and row["reason"].startswith("interrupted")
     resumed = edgevit("distill", recipe, "--out", run, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert re.search(r"resuming student at epoch [34] of 4", resumed.stdout + resumed.stderr)
+    assert Ledger(tmp_path / "runs").runs("killed")[0]["status"] == "done"
     a = torch.load(tmp_path / "runs" / "full" / "student.pt", weights_only=True)["state_dict"]
     b = torch.load(run / "student.pt", weights_only=True)["state_dict"]
     for k in a:

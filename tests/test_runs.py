@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -419,3 +422,27 @@ def test_v1_profile_naming_its_folder_is_joined(tmp_path):
     conn.close()
     row = Ledger(tmp_path).profiles()[-1]
     assert (row["precision"], row["export_id"], row["extra"]) == ("int8", 4, {"folder": "int8-static"})
+
+
+def test_a_killed_runs_row_reads_failed_and_a_running_folder_is_not_run_twice(tmp_path):
+    """SIGKILL runs no except clause, so a killed run's row stays `running`; the lock its process held
+    on the run folder dies with it, and the next read records the row failed, interrupted. While a
+    run holds its folder, the row stays running and a second recording of that folder is refused."""
+    code = ("import os, signal, sys; from edgevit.runs import Ledger; led = Ledger(sys.argv[1])\n"
+            "with led.recording('killed', kind='distill', path=sys.argv[1] + '/killed'):\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    led = Ledger(tmp_path)
+    (run,) = led.runs("killed")
+    assert run["status"] == "failed" and run["reason"].startswith("interrupted: its process ended")
+    assert "--resume" in run["reason"]
+    assert Ledger(tmp_path).runs("killed")[0]["status"] == "failed"  # recorded, not just shown
+
+    with led.recording("live", kind="distill", path=tmp_path / "live"):
+        assert led.runs("live")[0]["status"] == "running"  # its lock is held: alive
+        with pytest.raises(EdgevitError, match="being run by another process"):
+            with led.recording("live", kind="distill", path=tmp_path / "live"):
+                pass
+        led.record_run("live", status="done")
+    assert led.runs("live")[0]["status"] == "done"
