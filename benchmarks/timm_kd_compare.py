@@ -164,6 +164,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--aug", choices=sorted(AUG), default="deit")
     ap.add_argument("--precision", choices=["fp32", "bf16", "defaults"], default="fp32")
+    ap.add_argument("--omp-wait-policy", choices=["PASSIVE", "ACTIVE", "unset"], default="PASSIVE",
+                    help="OpenMP wait policy for both tools; unset: none in the environment (each tool's own)")
     ap.add_argument("--timm-git", default="/work/.mirror/huggingface+pytorch-image-models/repo")
     ap.add_argument("--timm-rev", default="HEAD")
     ap.add_argument("--train-py", help="a timm train.py to use instead of the git snapshot's")
@@ -178,7 +180,9 @@ def main() -> None:
     runs = work / "runs" / time.strftime("%Y%m%d-%H%M%S")
     runs.mkdir(parents=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads),
-           "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1"}
+           "OMP_WAIT_POLICY": a.omp_wait_policy, "HF_HUB_OFFLINE": "1"}
+    if a.omp_wait_policy == "unset":  # each tool as a user starts it: timm gets libgomp's default, edgevit sets its own
+        del env["OMP_WAIT_POLICY"]
     results = []
     for i in range(a.repeats):
         for tool in ("timm", "edgevit"):
@@ -192,7 +196,7 @@ def main() -> None:
     ratio = med["edgevit"] / med["timm"]
     load = os.getloadavg()
     print(f"\nDeiT-Ti/8 (6 layers, 32 px) <- ResNet-18 hard token KD, batch {a.batch}, {a.aug} aug, {a.threads} threads, "
-          f"{a.workers} workers, precision {a.precision}; timm train.py from {source}")
+          f"{a.workers} workers, precision {a.precision}, OMP_WAIT_POLICY {a.omp_wait_policy}; timm train.py from {source}")
     print(f"{'tool':>8} {'run':>4} {'epochs':>6} {'img/s per epoch':>28} {'median*':>8} {'wall s':>7}")
     for i, r in enumerate(results):
         per = " ".join(f"{x:.1f}" for x in r["epoch_img_s"])
@@ -203,7 +207,7 @@ def main() -> None:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"epochs": a.epochs, "batch": a.batch, "threads": a.threads, "workers": a.workers,
-                               "aug": a.aug, "precision": a.precision, "timm_train_py": source, "median_img_s": med,
+                               "aug": a.aug, "precision": a.precision, "omp_wait_policy": a.omp_wait_policy, "timm_train_py": source, "median_img_s": med,
                                "ratio": ratio, "loadavg": load, "runs": results}, indent=2))
     print(f"wrote {out}")
 
