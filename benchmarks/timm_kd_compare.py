@@ -196,7 +196,8 @@ def main() -> None:
     ratio = med["edgevit"] / med["timm"]
     load = os.getloadavg()
     print(f"\nDeiT-Ti/8 (6 layers, 32 px) <- ResNet-18 hard token KD, batch {a.batch}, {a.aug} aug, {a.threads} threads, "
-          f"{a.workers} workers, precision {a.precision}, OMP_WAIT_POLICY {a.omp_wait_policy}; timm train.py from {source}")
+          f"{a.workers} workers, precision {a.precision}, OMP_WAIT_POLICY {a.omp_wait_policy}; "
+          f"timm train.py from {source}")
     print(f"{'tool':>8} {'run':>4} {'epochs':>6} {'img/s per epoch':>28} {'median*':>8} {'wall s':>7}")
     for i, r in enumerate(results):
         per = " ".join(f"{x:.1f}" for x in r["epoch_img_s"])
@@ -207,7 +208,8 @@ def main() -> None:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"epochs": a.epochs, "batch": a.batch, "threads": a.threads, "workers": a.workers,
-                               "aug": a.aug, "precision": a.precision, "omp_wait_policy": a.omp_wait_policy, "timm_train_py": source, "median_img_s": med,
+                               "aug": a.aug, "precision": a.precision, "omp_wait_policy": a.omp_wait_policy,
+                               "timm_train_py": source, "median_img_s": med,
                                "ratio": ratio, "loadavg": load, "runs": results}, indent=2))
     print(f"wrote {out}")
 

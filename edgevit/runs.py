@@ -239,9 +239,7 @@ def _process_gone(folder: Path) -> bool:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             fcntl.flock(f, fcntl.LOCK_UN)
             return True
-    except BlockingIOError:
-        return False
-    except OSError:  # no lock file, or not ours to open
+    except OSError:  # held (BlockingIOError: alive), or no lock file / not ours to open: cannot tell
         return False
 
 

@@ -34,14 +34,15 @@ class DistillationLoss(nn.Module):
               teacher_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(task loss on the class head, distillation loss on the distillation head or None)."""
         cls_out, dist_out = outputs if isinstance(outputs, tuple) else (outputs, None)
-        if target.ndim == 1 and bool((target < 0).any()):  # unlabelled images (data.labelled < 1)
+        teacher_labels = teacher_logits.argmax(-1) if teacher_logits is not None and self.type != "none" else None
+        if target.ndim == 1 and teacher_labels is not None:
+            # an unlabelled image (y = -1) has only the teacher's label: the class head learns it too
+            # (pseudo-labelling), or that head would learn from the few labelled images alone; a no-op
+            # when every image is labelled, so no host sync to find out
+            base = self.base_criterion(cls_out, torch.where(target >= 0, target, teacher_labels))
+        elif target.ndim == 1 and bool((target < 0).any()):  # unlabelled images, no teacher: labelled ones only
             known = target >= 0
-            if teacher_logits is not None and self.type != "none":
-                # the teacher's label is the only one such an image has: the class head learns it too
-                # (pseudo-labelling), or that head would learn from the few labelled images alone
-                base = self.base_criterion(cls_out, torch.where(known, target, teacher_logits.argmax(-1)))
-            else:
-                base = self.base_criterion(cls_out[known], target[known]) if bool(known.any()) else cls_out.sum() * 0
+            base = self.base_criterion(cls_out[known], target[known]) if bool(known.any()) else cls_out.sum() * 0
         else:
             base = self.base_criterion(cls_out, target)
         if self.type == "none":
@@ -55,7 +56,7 @@ class DistillationLoss(nn.Module):
             distill = F.kl_div(F.log_softmax(dist_out / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1),
                                reduction="batchmean", log_target=True) * (t * t)
         else:
-            distill = F.cross_entropy(dist_out, teacher_logits.argmax(dim=-1))
+            distill = F.cross_entropy(dist_out, teacher_labels)
         return base, distill
 
     def combine(self, task_loss: torch.Tensor, distill_loss: torch.Tensor | None) -> torch.Tensor:

@@ -56,7 +56,8 @@ def _check_input(model: nn.Module, img_size: int, what: str) -> None:
 def _config(recipe: Recipe, num_classes: int, runs_root: Path, **changes: Any) -> TrainConfig:
     cfg = TrainConfig(epochs=recipe.epochs, batch_size=recipe.data.batch_size, workers=recipe.data.workers,
                       optim=recipe.optim, aug=recipe.aug, num_classes=num_classes, seed=recipe.seed, amp=recipe.amp,
-                      channels_last=recipe.channels_last, fused_attn=recipe.fused_attn, speed_memo=runs_root / SPEED_DIR)
+                      channels_last=recipe.channels_last, fused_attn=recipe.fused_attn,
+                      speed_memo=runs_root / SPEED_DIR)
     for key, value in changes.items():
         setattr(cfg, key, value)
     return cfg
@@ -72,7 +73,8 @@ def teacher_schedule(recipe: Recipe, num_classes: int, runs_root: Path, self_tea
     if self_teacher:
         return _config(recipe, num_classes, runs_root, aug=aug, seed=recipe.seed + 1)
     return _config(recipe, num_classes, runs_root, aug=aug, epochs=tc.finetune_epochs, seed=0, lr_absolute=True,
-                   amp=tc.amp, channels_last=tc.channels_last, fused_attn=tc.fused_attn, checkpoint_every_s=tc.checkpoint_every_s,
+                   amp=tc.amp, channels_last=tc.channels_last, fused_attn=tc.fused_attn,
+                   checkpoint_every_s=tc.checkpoint_every_s,
                    optim=recipe.optim.model_copy(update={"lr": tc.finetune_lr, "warmup_epochs": 1, "min_lr": 1e-6}))
 
 
@@ -133,7 +135,8 @@ def build_teacher(recipe: Recipe, data: Datasets, runs_root: Path, run_dir: Path
     probe = T.Teacher(members, list(tc.names), tc.ensemble, student_mean=IMAGENET_DEFAULT_MEAN,
                       student_std=IMAGENET_DEFAULT_STD).to(dist.device)
     precision = speed.choose(probe, sample, amp=tc.amp, channels_last=tc.channels_last, fused_attn=tc.fused_attn,
-                             train=False, memo_dir=runs_root / SPEED_DIR, label="teacher forward", log=log) if dist.main else None
+                             train=False, memo_dir=runs_root / SPEED_DIR, label="teacher forward",
+                             log=log) if dist.main else None
     precision = dist.broadcast(precision)
     teacher = T.Teacher(members, list(tc.names), tc.ensemble, precision=precision,
                         student_mean=IMAGENET_DEFAULT_MEAN, student_std=IMAGENET_DEFAULT_STD).to(dist.device)

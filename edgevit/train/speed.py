@@ -1,13 +1,13 @@
-"""Whether bf16 autocast, channels_last and fused attention make a model faster here: measured, then remembered.
+"""Whether bf16 autocast, channels_last or fused attention make a model faster here: measured, remembered.
 
 No fixed rule holds across machines: bf16 autocast sped a small DeiT up 1.3x on an AMX Xeon and
 slowed it down on the same Xeon under load; on a CPU without native bf16 (AVX2 only) it is emulated.
 PyTorch's fused attention (SDPA) is not always the fast one either: on a Zen 5 CPU its bf16 backward
 took a third of the quickstart student's step (18 tokens) and timm's explicit attention made the step
 1.35x faster. So `amp` / `channels_last` / `fused_attn: auto` time a few real steps of the model at
-the real batch shape for each candidate and keep the fastest. The choice is stored in `runs/.speed/` under a key of the model's
-shape, the batch, the machine and the thread count, so later runs in the same runs folder (and a
-`--resume`) reuse it instead of measuring again, and train with the same numerics.
+the real batch shape for each candidate and keep the fastest. The choice is stored in `runs/.speed/`
+under a key of the model's shape, the batch, the machine and the thread count, so later runs in the
+same runs folder (and a `--resume`) reuse it instead of measuring again, and train with the same numerics.
 """
 
 from __future__ import annotations
@@ -56,8 +56,10 @@ class Precision:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def describe(self) -> str:
-        return ("fp32" if self.amp == "off" else f"{self.amp} autocast") + (
-            " + channels_last" if self.channels_last else "") + (" + explicit attention" if self.fused_attn is False else "")
+        parts = ["fp32" if self.amp == "off" else f"{self.amp} autocast"]
+        parts += ["channels_last"] if self.channels_last else []
+        parts += ["explicit attention"] if self.fused_attn is False else []
+        return " + ".join(parts)
 
 
 def attention_layers(model: nn.Module) -> list[nn.Module]:
