@@ -60,9 +60,16 @@ def main() -> None:
             recipe = apply_overrides(base, changes)
             t0 = time.perf_counter()
             s = distill(recipe, Path(a.runs) / key.replace("/", "-"), log=lambda m: print(f"  [{key}] {m}", flush=True))
-            results[key] = {"setting": setting, "seed": seed, "epochs": base.epochs, "val_top1": s["val_top1"],
-                            "val_top1_cls": s["val_top1_cls"], "val_top1_dist": s["val_top1_dist"],
-                            "teachers": s["teachers"], "seconds": time.perf_counter() - t0}
+            results[key] = {
+                "setting": setting,
+                "seed": seed,
+                "epochs": base.epochs,
+                "val_top1": s["val_top1"],
+                "val_top1_cls": s["val_top1_cls"],
+                "val_top1_dist": s["val_top1_dist"],
+                "teachers": s["teachers"],
+                "seconds": time.perf_counter() - t0,
+            }
             out.write_text(json.dumps(results, indent=2))
     print(f"\n{'setting':<10} {'epochs':>6} {'seeds':>5} {'top-1 mean':>10} {'std':>6}  teachers")
     for setting in a.settings:

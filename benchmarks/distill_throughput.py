@@ -36,8 +36,11 @@ def step_times(img: int, batch: int, precision: str, cached: bool, steps: int, t
     student = create_student(name, student_kwargs(name, 10, img, None, 0.1))
     student.set_distilled_training(True)
     student.train()
-    teacher = Teacher([timm.create_model(teacher_name, num_classes=10)], [teacher_name],
-                      precision=Precision("bf16" if precision == "bf16" else "off"))
+    teacher = Teacher(
+        [timm.create_model(teacher_name, num_classes=10)],
+        [teacher_name],
+        precision=Precision("bf16" if precision == "bf16" else "off"),
+    )
     opt = torch.optim.AdamW(student.parameters(), lr=1e-4)
     loss_fn = DistillationLoss(torch.nn.CrossEntropyLoss(), "hard")
     x, y = torch.randn(batch, 3, img, img), torch.randint(0, 10, (batch,))
@@ -76,16 +79,29 @@ def main() -> None:
         for precision in ("fp32", "bf16"):
             for cached in (False, True):
                 t = statistics.median(step_times(img, batch, precision, cached, a.steps, a.teacher))
-                rows.append({"img": img, "batch": batch, "precision": precision, "teacher": "cache" if cached else "live",
-                             "step_ms": 1000 * t, "img_s": batch / t})
+                rows.append(
+                    {
+                        "img": img,
+                        "batch": batch,
+                        "precision": precision,
+                        "teacher": "cache" if cached else "live",
+                        "step_ms": 1000 * t,
+                        "img_s": batch / t,
+                    }
+                )
                 print(f"  {img}px {precision} {'cache' if cached else 'live'}: {batch / t:.1f} img/s", flush=True)
     print(f"\nDeiT-Ti <- {a.teacher}, {a.threads} threads, median of {a.steps} steps (load: {os.getloadavg()[0]:.2f})")
     print(f"{'img':>4} {'batch':>5} {'precision':>9} {'teacher':>8} {'step ms':>9} {'img/s':>8} {'cache speed-up':>14}")
     for r in rows:
-        live = next(q for q in rows if q["img"] == r["img"] and q["precision"] == r["precision"] and q["teacher"] == "live")
+        live = next(
+            q for q in rows if q["img"] == r["img"] and q["precision"] == r["precision"] and q["teacher"] == "live"
+        )
         r["speedup_vs_live"] = live["step_ms"] / r["step_ms"]
-        print(f"{r['img']:>4} {r['batch']:>5} {r['precision']:>9} {r['teacher']:>8} {r['step_ms']:>9.1f} {r['img_s']:>8.1f} "
-              f"{r['speedup_vs_live']:>13.2f}x")
+        print(
+            f"{r['img']:>4} {r['batch']:>5} {r['precision']:>9} {r['teacher']:>8} {r['step_ms']:>9.1f} "
+            f"{r['img_s']:>8.1f} "
+            f"{r['speedup_vs_live']:>13.2f}x"
+        )
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"threads": a.threads, "teacher": a.teacher, "rows": rows}, indent=2))

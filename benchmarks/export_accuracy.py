@@ -66,9 +66,17 @@ def train(run_dir: Path, name: str, extra: dict, steps: int, batch: int, lr: flo
         sched.step()
     print(f"trained {name}: {steps} steps in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     run_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"model_name": name, "create_kwargs": kwargs, "class_names": ds.classes, "num_classes": len(ds.classes),
-            "img_size": 32, "mean": list(IMAGENET_DEFAULT_MEAN), "std": list(IMAGENET_DEFAULT_STD),
-            "crop_pct": 1.0, "data": data}
+    meta = {
+        "model_name": name,
+        "create_kwargs": kwargs,
+        "class_names": ds.classes,
+        "num_classes": len(ds.classes),
+        "img_size": 32,
+        "mean": list(IMAGENET_DEFAULT_MEAN),
+        "std": list(IMAGENET_DEFAULT_STD),
+        "crop_pct": 1.0,
+        "data": data,
+    }
     save_student(run_dir / "student.pt", model.eval(), meta)
     return run_dir
 
@@ -89,14 +97,22 @@ def main() -> int:
     rows = []
     for family in args.families.split(","):
         name, extra = FAMILIES[family]
-        run = Path(taken[family]) if family in taken else train(args.runs / family, name, extra, args.steps, args.batch, args.lr)
+        run = (
+            Path(taken[family])
+            if family in taken
+            else train(args.runs / family, name, extra, args.steps, args.batch, args.lr)
+        )
         for target_name in args.targets.split(","):
             target = load_target(target_name)
             jobs = [(p, None) for p in target.precisions]
             if target.format == "tflite":
                 jobs.append(("int8", "static" if target.quantization.scheme != "static" else "dynamic"))
             for precision, scheme in jobs:
-                row = {"family": family, "target": target.name, "precision": precision + (f"-{scheme}" if scheme else "")}
+                row = {
+                    "family": family,
+                    "target": target.name,
+                    "precision": precision + (f"-{scheme}" if scheme else ""),
+                }
                 try:
                     r = export_run(run, target, precision, scheme=scheme)
                 except EdgevitError as exc:
@@ -104,22 +120,41 @@ def main() -> int:
                     print(f"{family} {target.name} {row['precision']}: {exc}", file=sys.stderr)
                 else:
                     v = r.verification
-                    row.update(seconds=round(r.seconds, 2), size_bytes=r.artifact.size_bytes(), runtime=v.runtime,
-                               verified=v.verified, agreement=v.agreement, max_abs_diff=v.max_abs_diff,
-                               top1=v.top1, torch_top1=v.torch_top1, note=v.note)
+                    row.update(
+                        seconds=round(r.seconds, 2),
+                        size_bytes=r.artifact.size_bytes(),
+                        runtime=v.runtime,
+                        verified=v.verified,
+                        agreement=v.agreement,
+                        max_abs_diff=v.max_abs_diff,
+                        top1=v.top1,
+                        torch_top1=v.torch_top1,
+                        note=v.note,
+                    )
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
     print(markdown(rows))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                                     "steps": args.steps, "rows": rows}, indent=2))
+    args.json.write_text(
+        json.dumps(
+            {
+                "machine": platform.processor() or platform.machine(),
+                "cpus": os.cpu_count(),
+                "steps": args.steps,
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.json}", file=sys.stderr)
     return 0
 
 
 def markdown(rows: list[dict]) -> str:
-    out = ["| family | target | precision | export s | size KB | agree % | max abs diff | top-1 % (PyTorch) | check |",
-           "|---|---|---|---:|---:|---:|---:|---:|---|"]
+    out = [
+        "| family | target | precision | export s | size KB | agree % | max abs diff | top-1 % (PyTorch) | check |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         if "error" in r:
             out.append(f"| {r['family']} | {r['target']} | {r['precision']} | | | | | | error: {r['error'][:80]} |")
@@ -128,8 +163,10 @@ def markdown(rows: list[dict]) -> str:
         diff = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}"
         top1 = ("-" if r["top1"] is None else f"{r['top1']:.2f}") + f" ({r['torch_top1']:.2f})"
         check = "ok" if r["verified"] else ("not run here" if r["runtime"] is None else "FAILED")
-        out.append(f"| {r['family']} | {r['target']} | {r['precision']} | {r['seconds']:.1f} | "
-                   f"{r['size_bytes'] / 1024:.0f} | {agree} | {diff} | {top1} | {check} |")
+        out.append(
+            f"| {r['family']} | {r['target']} | {r['precision']} | {r['seconds']:.1f} | "
+            f"{r['size_bytes'] / 1024:.0f} | {agree} | {diff} | {top1} | {check} |"
+        )
     return "\n".join(out)
 
 

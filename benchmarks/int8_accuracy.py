@@ -50,7 +50,9 @@ def latency(artifact_dir: Path, iterations: int = 50) -> tuple[float | None, str
     return round(r.stats.median_ms, 3), machine_load()
 
 
-def student_rows(family: str, run: Path, targets: list[str], methods: list[str], max_drop: float, epochs: int) -> list[dict]:
+def student_rows(
+    family: str, run: Path, targets: list[str], methods: list[str], max_drop: float, epochs: int
+) -> list[dict]:
     from edgevit.export.pipeline import export_run
     from edgevit.quantize import quantize
 
@@ -59,9 +61,19 @@ def student_rows(family: str, run: Path, targets: list[str], methods: list[str],
         try:  # the FP32 reference row: size and latency to compare against
             fp32 = export_run(run, target, "fp32", ledger=False)
             ms, load = latency(fp32.artifact.directory) if target not in NOT_TIMED else (None, machine_load())
-            rows.append({"family": family, "target": target, "method": "fp32", "top1": fp32.verification.top1,
-                         "fp32_top1": fp32.verification.torch_top1, "agreement": fp32.verification.agreement,
-                         "size_bytes": fp32.artifact.size_bytes(), "median_ms": ms, "load": load})
+            rows.append(
+                {
+                    "family": family,
+                    "target": target,
+                    "method": "fp32",
+                    "top1": fp32.verification.top1,
+                    "fp32_top1": fp32.verification.torch_top1,
+                    "agreement": fp32.verification.agreement,
+                    "size_bytes": fp32.artifact.size_bytes(),
+                    "median_ms": ms,
+                    "load": load,
+                }
+            )
         except EdgevitError as exc:
             rows.append({"family": family, "target": target, "method": "fp32", "error": str(exc)})
         for method in methods:
@@ -75,10 +87,19 @@ def student_rows(family: str, run: Path, targets: list[str], methods: list[str],
                 rows.append(row)
                 continue
             v, q = r.verification, r.artifact.manifest["quantization"]
-            row.update(seconds=round(time.perf_counter() - start, 1), load_during=f"{load_before} -> {machine_load()}",
-                       top1=v.top1, fp32_top1=v.torch_top1, drop=round(v.torch_top1 - v.top1, 2), agreement=v.agreement,
-                       within=round(v.torch_top1 - v.top1, 2) <= max_drop, size_bytes=r.artifact.size_bytes(),
-                       float_layers=q.get("float_layers") or [], tool=q.get("tool"), path=str(r.artifact.directory))
+            row.update(
+                seconds=round(time.perf_counter() - start, 1),
+                load_during=f"{load_before} -> {machine_load()}",
+                top1=v.top1,
+                fp32_top1=v.torch_top1,
+                drop=round(v.torch_top1 - v.top1, 2),
+                agreement=v.agreement,
+                within=round(v.torch_top1 - v.top1, 2) <= max_drop,
+                size_bytes=r.artifact.size_bytes(),
+                float_layers=q.get("float_layers") or [],
+                tool=q.get("tool"),
+                path=str(r.artifact.directory),
+            )
             if target not in NOT_TIMED:
                 row["median_ms"], row["load"] = latency(r.artifact.directory)
             rows.append(row)
@@ -91,16 +112,16 @@ def deit224_rows(methods: list[str], max_drop: float, out: Path, qat_steps: int)
     import shutil
 
     import torch
+    from latency import build_model, photo_crops
 
     from edgevit.config import load_target
     from edgevit.quantize import qat as qat_mod
     from edgevit.quantize import tflite as tfl
-    from latency import build_model, photo_crops
 
     model = build_model()
     calib, evalset = photo_crops(64, seed=1), photo_crops(128, seed=2)
     with torch.no_grad():
-        reference = np.concatenate([model(torch.from_numpy(evalset[i:i + 32])).numpy() for i in range(0, 128, 32)])
+        reference = np.concatenate([model(torch.from_numpy(evalset[i : i + 32])).numpy() for i in range(0, 128, 32)])
     labels = reference.argmax(1)  # random weights: FP32's answer is the label, top-1 = agreement with FP32
     target = load_target("tflite-mobile")
     target = target.model_copy(update={"quantization": target.quantization.model_copy(update={"scheme": "static"})})
@@ -117,12 +138,33 @@ def deit224_rows(methods: list[str], max_drop: float, out: Path, qat_steps: int)
             art = tflite_export(model, sample, target, "int8", calib, folder, {})
             q = {"float_layers": tfl.float_layers(art.model_path.read_bytes())}
         elif method == "tune":
-            art, result = tfl.tune(model, sample, target, calib, evalset, labels, reference, max_drop, folder, log=print)
+            art, result = tfl.tune(
+                model, sample, target, calib, evalset, labels, reference, max_drop, folder, log=print
+            )
             q = art.manifest["quantization"]
         else:  # QAT on photo crops (the calibration crops and fresh ones), distilled from the FP32 model
-            crops = torch.utils.data.TensorDataset(torch.from_numpy(photo_crops(256, seed=3)), torch.zeros(256, dtype=torch.long))  # alpha=1: labels unused
-            art, q = qat_mod.run(model, None, sample, target, crops, calib, evalset, labels, reference, max_drop, folder,
-                                 epochs=1, steps=qat_steps, batch_size=8, lr=5e-5, alpha=1.0, log=print)
+            crops = torch.utils.data.TensorDataset(
+                torch.from_numpy(photo_crops(256, seed=3)), torch.zeros(256, dtype=torch.long)
+            )  # alpha=1: labels unused
+            art, q = qat_mod.run(
+                model,
+                None,
+                sample,
+                target,
+                crops,
+                calib,
+                evalset,
+                labels,
+                reference,
+                max_drop,
+                folder,
+                epochs=1,
+                steps=qat_steps,
+                batch_size=8,
+                lr=5e-5,
+                alpha=1.0,
+                log=print,
+            )
         art.write_manifest()
         seconds = round(time.perf_counter() - start, 1)
         from edgevit.runtimes import open_predictor
@@ -130,16 +172,30 @@ def deit224_rows(methods: list[str], max_drop: float, out: Path, qat_steps: int)
         predictor = open_predictor(folder)
         agree = round(float((predictor(evalset).argmax(1) == labels).mean() * 100), 2)
         ms, load = latency(folder, iterations=30)
-        rows.append({"family": "deit-ti/224 (random)", "target": "tflite-mobile", "method": method, "agreement": agree,
-                     "float_layers": q.get("float_layers") or [], "size_bytes": art.size_bytes(), "seconds": seconds,
-                     "load_during": f"{load_before} -> {machine_load()}", "median_ms": ms, "load": load})
+        rows.append(
+            {
+                "family": "deit-ti/224 (random)",
+                "target": "tflite-mobile",
+                "method": method,
+                "agreement": agree,
+                "float_layers": q.get("float_layers") or [],
+                "size_bytes": art.size_bytes(),
+                "seconds": seconds,
+                "load_during": f"{load_before} -> {machine_load()}",
+                "median_ms": ms,
+                "load": load,
+            }
+        )
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "float_layers"}), flush=True)
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
-    out = ["| family | target | method | top-1 % (FP32) | drop pt | agree % | float layers | size KB | median ms (1 thr) | wall s |",
-           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    out = [
+        "| family | target | method | top-1 % (FP32) | drop pt | agree % | float layers | size KB "
+        "| median ms (1 thr) | wall s |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         if "error" in r:
             out.append(f"| {r['family']} | {r['target']} | {r['method']} | error: {r['error'][:90]} | | | | | | |")
@@ -149,8 +205,10 @@ def markdown(rows: list[dict]) -> str:
         agree = "-" if r.get("agreement") is None else f"{r['agreement']:.2f}"
         ms = "-" if r.get("median_ms") is None else f"{r['median_ms']:.2f}"
         floats = "-" if r["method"] == "fp32" else str(len(r.get("float_layers") or []))
-        out.append(f"| {r['family']} | {r['target']} | {r['method']} | {top1} | {drop} | {agree} | {floats} | "
-                   f"{r['size_bytes'] / 1024:.0f} | {ms} | {r.get('seconds', '-')} |")
+        out.append(
+            f"| {r['family']} | {r['target']} | {r['method']} | {top1} | {drop} | {agree} | {floats} | "
+            f"{r['size_bytes'] / 1024:.0f} | {ms} | {r.get('seconds', '-')} |"
+        )
     return "\n".join(out)
 
 
@@ -176,12 +234,19 @@ def main() -> int:
         rows += deit224_rows(args.deit224_methods.split(","), args.deit224_max_drop, args.runs, args.deit224_qat_steps)
     for spec in args.take:
         family, run = spec.split("=", 1)
-        rows += student_rows(family, Path(run), args.targets.split(","), args.methods.split(","), args.max_drop, args.epochs)
+        rows += student_rows(
+            family, Path(run), args.targets.split(","), args.methods.split(","), args.max_drop, args.epochs
+        )
     print(markdown(rows))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     old = json.loads(args.json.read_text()) if args.json.exists() else {"rows": []}
-    keep = [r for r in old["rows"] if not any(r["family"] == n["family"] and r["target"] == n["target"]
-                                              and r["method"] == n["method"] for n in rows)]
+    keep = [
+        r
+        for r in old["rows"]
+        if not any(
+            r["family"] == n["family"] and r["target"] == n["target"] and r["method"] == n["method"] for n in rows
+        )
+    ]
     args.json.write_text(json.dumps({"cpus": os.cpu_count(), "rows": keep + rows}, indent=2))
     print(f"wrote {args.json}", file=sys.stderr)
     return 0

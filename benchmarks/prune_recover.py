@@ -23,8 +23,11 @@ from edgevit.config import apply_overrides, load_recipe  # noqa: E402
 from edgevit.distill.pipeline import distill  # noqa: E402
 from edgevit.prune import prune  # noqa: E402
 
-SETTINGS = {"teacher": {"recover_teacher": "teacher"}, "none-recovery": {"recover_epochs": 0},
-            "student": {"recover_teacher": "student"}}
+SETTINGS = {
+    "teacher": {"recover_teacher": "teacher"},
+    "none-recovery": {"recover_epochs": 0},
+    "student": {"recover_teacher": "student"},
+}
 
 
 def _parent(base, seed: int, runs: Path) -> Path:
@@ -70,28 +73,56 @@ def main() -> None:
             key = _key(setting, a, seed)
             if key in results:
                 continue
-            opts = {"ratio": a.ratio, "importance": a.importance, "recover_epochs": a.recover_epochs, "lr": a.lr,
-                    **SETTINGS[setting]}
+            opts = {
+                "ratio": a.ratio,
+                "importance": a.importance,
+                "recover_epochs": a.recover_epochs,
+                "lr": a.lr,
+                **SETTINGS[setting],
+            }
             t0, load0 = time.perf_counter(), os.getloadavg()[0]
-            s = prune(parent, **opts, out=runs / key.replace("/", "-"), log=lambda m: print(f"  [{key}] {m}", flush=True))
-            results[key] = {"setting": setting, "seed": seed, **{k: s[k] for k in (
-                "val_top1_parent", "val_top1_pruned", "val_top1", "params_before", "params_after",
-                "macs_before", "macs_after")}, "recover_epochs": opts["recover_epochs"],
-                "wall_seconds": time.perf_counter() - t0, "load": [load0, os.getloadavg()[0]]}
+            s = prune(
+                parent, **opts, out=runs / key.replace("/", "-"), log=lambda m: print(f"  [{key}] {m}", flush=True)
+            )
+            results[key] = {
+                "setting": setting,
+                "seed": seed,
+                **{
+                    k: s[k]
+                    for k in (
+                        "val_top1_parent",
+                        "val_top1_pruned",
+                        "val_top1",
+                        "params_before",
+                        "params_after",
+                        "macs_before",
+                        "macs_after",
+                    )
+                },
+                "recover_epochs": opts["recover_epochs"],
+                "wall_seconds": time.perf_counter() - t0,
+                "load": [load0, os.getloadavg()[0]],
+            }
             out.write_text(json.dumps(results, indent=2))
-            print(f"{key}: parent {s['val_top1_parent']:.2f}  pruned {s['val_top1_pruned']:.2f}  final "
-                  f"{s['val_top1']:.2f}  MACs x{s['macs_after'] / s['macs_before']:.3f}", flush=True)
-    print(f"\n| setting | seeds | params M | MACs M | parent top-1 | pruned top-1 | final top-1 | final - parent |")
+            print(
+                f"{key}: parent {s['val_top1_parent']:.2f}  pruned {s['val_top1_pruned']:.2f}  final "
+                f"{s['val_top1']:.2f}  MACs x{s['macs_after'] / s['macs_before']:.3f}",
+                flush=True,
+            )
+    print("\n| setting | seeds | params M | MACs M | parent top-1 | pruned top-1 | final top-1 | final - parent |")
     print("|---|---:|---|---|---|---|---|---|")
     for setting in a.settings:
         rows = [results[_key(setting, a, seed)] for seed in a.seeds if _key(setting, a, seed) in results]
         if not rows:
             continue
         r0 = rows[0]
-        print(f"| {setting} | {len(rows)} | {r0['params_before'] / 1e6:.3f} -> {r0['params_after'] / 1e6:.3f} | "
-              f"{r0['macs_before'] / 1e6:.2f} -> {r0['macs_after'] / 1e6:.2f} | "
-              f"{_stats([r['val_top1_parent'] for r in rows])} | {_stats([r['val_top1_pruned'] for r in rows])} | "
-              f"{_stats([r['val_top1'] for r in rows])} | {_stats([r['val_top1'] - r['val_top1_parent'] for r in rows])} |")
+        print(
+            f"| {setting} | {len(rows)} | {r0['params_before'] / 1e6:.3f} -> {r0['params_after'] / 1e6:.3f} | "
+            f"{r0['macs_before'] / 1e6:.2f} -> {r0['macs_after'] / 1e6:.2f} | "
+            f"{_stats([r['val_top1_parent'] for r in rows])} | {_stats([r['val_top1_pruned'] for r in rows])} | "
+            f"{_stats([r['val_top1'] for r in rows])} | "
+            f"{_stats([r['val_top1'] - r['val_top1_parent'] for r in rows])} |"
+        )
 
 
 if __name__ == "__main__":

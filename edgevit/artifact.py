@@ -39,8 +39,13 @@ class Artifact:
         return total
 
     def write_manifest(self) -> Path:
-        data = {**self.manifest, "format": self.format, "precision": self.precision,
-                "files": self.files, "input_shape": self.input_shape}
+        data = {
+            **self.manifest,
+            "format": self.format,
+            "precision": self.precision,
+            "files": self.files,
+            "input_shape": self.input_shape,
+        }
         path = self.directory / MANIFEST
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2, default=str))
@@ -61,8 +66,14 @@ class Artifact:
             raise EdgevitError(f"{path} is {what}; {fix}") from None
         if not isinstance(data, dict) or not {"format", "precision", "files", "input_shape"} <= set(data):
             raise EdgevitError(f"{path} is not an edgevit manifest (format/precision/files/input_shape missing); {fix}")
-        return cls(format=data["format"], precision=data["precision"], directory=directory,
-                   files=list(data["files"]), input_shape=list(data["input_shape"]), manifest=data)
+        return cls(
+            format=data["format"],
+            precision=data["precision"],
+            directory=directory,
+            files=list(data["files"]),
+            input_shape=list(data["input_shape"]),
+            manifest=data,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

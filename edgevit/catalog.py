@@ -20,8 +20,10 @@ def run_recipes(a: argparse.Namespace) -> int:
         where = f"  [{path}]" if a.paths else ""
         if isinstance(r, Recipe):
             t = "+".join(r.teacher.names) if r.distill.type != "none" else "-"
-            print(f"{name:<28} {r.student.name} <- {t} ({r.distill.type}), {r.data.spec} @ {r.data.img_size}px, "
-                  f"{r.epochs} ep: {r.description}{where}")
+            print(
+                f"{name:<28} {r.student.name} <- {t} ({r.distill.type}), {r.data.spec} @ {r.data.img_size}px, "
+                f"{r.epochs} ep: {r.description}{where}"
+            )
         else:
             print(f"{name:<28} INVALID: {r}")
     return 0 if all(isinstance(r, Recipe) for _, _, r in rows) else 2
@@ -36,6 +38,8 @@ def run_targets(a: argparse.Namespace) -> int:
             continue
         where = f"ssh {t.device.host}" if t.device.kind == "ssh" else "local"
         alias = f" (aliases: {', '.join(t.aliases)})" if t.aliases else ""
-        print(f"{name:<16} {t.format:<9} {t.precision:<9} {','.join(t.precisions):<20} {where:<7} "
-              f"{t.device_name}{alias}" + (f"  [{path}]" if a.paths else ""))
+        print(
+            f"{name:<16} {t.format:<9} {t.precision:<9} {','.join(t.precisions):<20} {where:<7} "
+            f"{t.device_name}{alias}" + (f"  [{path}]" if a.paths else "")
+        )
     return 0 if all(not isinstance(t, str) for _, _, t in rows) else 2

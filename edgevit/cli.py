@@ -17,11 +17,20 @@ from edgevit.errors import EdgevitError
 # name -> (module, one-line help). The module has add_arguments(parser) and run(args) -> int.
 COMMANDS: dict[str, tuple[str, str]] = {
     "distill": ("edgevit.distill.command", "train a small student from a teacher (DeiT distillation)"),
-    "prune": ("edgevit.prune.command", "prune a distilled student (heads, widths, channels) and recover it by distillation"),
+    "prune": (
+        "edgevit.prune.command",
+        "prune a distilled student (heads, widths, channels) and recover it by distillation",
+    ),
     "export": ("edgevit.export.command", "export a run's student for a hardware target and verify it"),
-    "quantize": ("edgevit.quantize.command", "INT8 for a target within an accuracy drop: ptq, tune (float fallback) or qat"),
+    "quantize": (
+        "edgevit.quantize.command",
+        "INT8 for a target within an accuracy drop: ptq, tune (float fallback) or qat",
+    ),
     "profile": ("edgevit.profile.command", "measure an exported model's latency in its runtime, here or over SSH"),
-    "benchmark": ("edgevit.profile.benchmark_command", "export + verify + time every target; name what to ship on each"),
+    "benchmark": (
+        "edgevit.profile.benchmark_command",
+        "export + verify + time every target; name what to ship on each",
+    ),
     "report": ("edgevit.report.command", "the runs ledger as an HTML report: tables, accuracy-vs-latency plots"),
     "recipes": ("edgevit.catalog", "list the shipped training recipes"),
     "targets": ("edgevit.catalog", "list the shipped hardware targets"),
@@ -51,6 +60,24 @@ def _parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict[str, Callabl
     return parser, runners
 
 
+def _as_flag(exc: EdgevitError, parser: argparse.ArgumentParser | None, command: str | None) -> str:
+    """The core names its parameters (`lr must be ...`); a CLI user typed flags: say `--lr` instead."""
+    message = str(exc)
+    if not (exc.param and parser and command):
+        return message
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    cmd = sub.choices.get(command) if sub else None
+    flag = next(
+        (
+            a.option_strings[0]
+            for a in (cmd._actions if cmd else [])
+            if a.dest == exc.param.replace(".", "_") and a.option_strings
+        ),
+        None,
+    )
+    return message.replace(exc.param, flag, 1) if flag else message
+
+
 def _terminated(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # a `kill` or a scheduler's stop unwinds like Ctrl-C: checkpoints kept, run marked failed
 
@@ -59,16 +86,18 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting OpenMP threads starve 2-core machines
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminated)
+    parser, command = None, None
     try:
         argv = sys.argv[1:] if argv is None else argv
         parser, runners = _parser(argv)
         args = parser.parse_args(argv)
+        command = args.command
         if not args.command:
             parser.print_help()
             return 0
         return int(runners[args.command](args) or 0)
     except EdgevitError as exc:
-        print(f"edgevit: error: {exc}", file=sys.stderr)
+        print(f"edgevit: error: {_as_flag(exc, parser, command)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("edgevit: interrupted; finished checkpoints are kept (resume with --resume)", file=sys.stderr)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgevit.errors import EdgevitError
 from edgevit.paths import recipes_dirs, targets_dirs
+from edgevit.vocab import Amp, DistillType, Importance, Precision, PruneAttention, PruneBy, Scheme
 
 
 class _Strict(BaseModel):
@@ -23,15 +24,22 @@ class _Strict(BaseModel):
 
 # ----------------------------------------------------------------------------------------- recipes
 class DataConfig(_Strict):
-    spec: str = Field("digits", description="digits | PATH (ImageFolder) | cifar10[:ROOT] | cifar100[:ROOT] | hf:NAME_OR_PATH")
+    spec: str = Field(
+        "digits", description="digits | PATH (ImageFolder) | cifar10[:ROOT] | cifar100[:ROOT] | hf:NAME_OR_PATH"
+    )
     img_size: int = Field(32, ge=8, le=1024)
     batch_size: int = Field(64, ge=1)
     workers: int = Field(0, ge=0)
     image_column: str | None = None
     label_column: str | None = None
-    labelled: float = Field(1.0, gt=0, le=1, description="fraction of the training split whose labels are used "
-                            "(stratified, fixed); teachers and a student without a teacher see only those images, "
-                            "a distilled student sees every image and learns the rest from the teacher")
+    labelled: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="fraction of the training split whose labels are used "
+        "(stratified, fixed); teachers and a student without a teacher see only those images, "
+        "a distilled student sees every image and learns the rest from the teacher",
+    )
 
 
 class AugConfig(_Strict):
@@ -49,29 +57,46 @@ class AugConfig(_Strict):
     mixup_switch_prob: float = Field(0.5, ge=0, le=1)
     smoothing: float = Field(0.1, ge=0, lt=1)
     crop_pct: float = Field(0.875, gt=0, le=1)
-    repeated_aug: bool = Field(False, description="DeiT's repeated augmentation: each image 3 times per epoch, "
-                               "differently augmented (timm's RepeatAugSampler)")
+    repeated_aug: bool = Field(
+        False,
+        description="DeiT's repeated augmentation: each image 3 times per epoch, "
+        "differently augmented (timm's RepeatAugSampler)",
+    )
 
 
 class TeacherConfig(_Strict):
-    names: list[str] = Field(default_factory=lambda: ["regnety_160"], min_length=1,
-                             description="timm names, 'self', or 'run:NAME' (an earlier run's student)")
+    names: list[str] = Field(
+        default_factory=lambda: ["regnety_160"],
+        min_length=1,
+        description="timm names, 'self', or 'run:NAME' (an earlier run's student)",
+    )
     checkpoints: list[str] = Field(default_factory=list, description="one local checkpoint per name, or none")
     pretrained: bool = True
     ensemble: Literal["logits", "probs"] = "logits"
-    finetune_epochs: int = Field(10, ge=0, description="fine-tune of a teacher whose head does not fit the data; "
-                                 "`self` instead trains for the recipe's epochs with the student's optimizer")
+    finetune_epochs: int = Field(
+        10,
+        ge=0,
+        description="fine-tune of a teacher whose head does not fit the data; "
+        "`self` instead trains for the recipe's epochs with the student's optimizer",
+    )
     finetune_lr: float = Field(1e-3, gt=0, description="absolute (not scaled by batch size)")
     finetune_aug: Literal["recipe", "light"] = Field(
-        "recipe", description="recipe: the student's augmentation, so the teacher's labels hold on what the "
-        "student sees; light: crops only")
-    amp: Literal["auto", "bf16", "fp16", "off"] = Field(
-        "auto", description="the teacher's precision (its forward, and its fine-tune); auto: measured")
+        "recipe",
+        description="recipe: the student's augmentation, so the teacher's labels hold on what the "
+        "student sees; light: crops only",
+    )
+    amp: Amp = Field("auto", description="the teacher's precision (its forward, and its fine-tune); auto: measured")
     channels_last: Literal["auto"] | bool = "auto"
     fused_attn: Literal["auto"] | bool = Field(
-        "auto", description="a ViT teacher's attention: PyTorch's fused kernel (true) or explicit (false); auto: measured")
-    checkpoint_every_s: float = Field(300.0, ge=0, description="checkpoint a teacher's fine-tune at most this often "
-                                      "(its state can be ~1 GB) and at its end; 0: after every epoch")
+        "auto",
+        description="a ViT teacher's attention: PyTorch's fused kernel (true) or explicit (false); auto: measured",
+    )
+    checkpoint_every_s: float = Field(
+        300.0,
+        ge=0,
+        description="checkpoint a teacher's fine-tune at most this often "
+        "(its state can be ~1 GB) and at its end; 0: after every epoch",
+    )
 
     @field_validator("names", mode="before")
     @classmethod
@@ -88,15 +113,21 @@ class StudentConfig(_Strict):
 
 
 class DistillConfig(_Strict):
-    type: Literal["none", "soft", "hard"] = "hard"
+    type: DistillType = "hard"
     alpha: float = Field(0.5, ge=0, le=1)
     tau: float = Field(1.0, gt=0)
     cache_teacher: Literal["auto"] | bool = Field(
-        "auto", description="store the teacher's top-k logits per augmentation round; auto: when rounds repeat "
-        "within the run (cache_rounds < epochs), so the teacher runs once per round instead of every epoch")
+        "auto",
+        description="store the teacher's top-k logits per augmentation round; auto: when rounds repeat "
+        "within the run (cache_rounds < epochs), so the teacher runs once per round instead of every epoch",
+    )
     cache_topk: int = Field(10, ge=1)
-    cache_rounds: int | None = Field(None, ge=1, description="distinct augmentation rounds; epoch e replays "
-                                     "round e % rounds (None: one per epoch, so only later students reuse)")
+    cache_rounds: int | None = Field(
+        None,
+        ge=1,
+        description="distinct augmentation rounds; epoch e replays "
+        "round e % rounds (None: one per epoch, so only later students reuse)",
+    )
 
 
 class OptimConfig(_Strict):
@@ -116,17 +147,20 @@ class PruneConfig(_Strict):
     """`edgevit prune`: structured pruning of the distilled student, then recovery by distillation."""
 
     ratio: float = Field(0.5, gt=0, lt=1, description="share of the student's MACs (or params) to remove")
-    by: Literal["macs", "params"] = "macs"
-    importance: Literal["taylor", "magnitude", "hessian"] = "taylor"
+    by: PruneBy = "macs"
+    importance: Importance = "taylor"
     isomorphic: bool = Field(False, description="rank channels globally within isomorphic groups (Torch-Pruning)")
-    attention: Literal["dims", "heads", "both"] = Field(
-        "dims", description="what attention loses: head dims (the same in every head), whole heads, or both")
-    embed: bool = Field(False, description="also the DeiT embedding width (PVT-v2 and ConvMixer always prune "
-                        "their stage channels)")
+    attention: PruneAttention = Field(
+        "dims", description="what attention loses: head dims (the same in every head), whole heads, or both"
+    )
+    embed: bool = Field(
+        False, description="also the DeiT embedding width (PVT-v2 and ConvMixer always prune their stage channels)"
+    )
     steps: int = Field(1, ge=1, description="prune a little, recover a little, this many times")
     recover_epochs: int = Field(10, ge=0, description="distillation epochs after pruning, over all steps")
     recover_teacher: Literal["teacher", "student", "none"] = Field(
-        "teacher", description="teacher: the run's teacher; student: the unpruned student; none: labels only")
+        "teacher", description="teacher: the run's teacher; student: the unpruned student; none: labels only"
+    )
     lr: float | None = Field(None, gt=0, description="recovery lr at optim.lr_base_batch (None: the recipe's)")
     warmup_epochs: int = Field(1, ge=0, description="recovery warm-up epochs")
 
@@ -136,11 +170,13 @@ class Recipe(_Strict):
     description: str = ""
     epochs: int = Field(300, ge=1)
     seed: int = 0
-    amp: Literal["auto", "bf16", "fp16", "off"] = Field(
-        "auto", description="the student's autocast; auto: the fastest of fp32/bf16 in a short probe on this machine")
+    amp: Amp = Field(
+        "auto", description="the student's autocast; auto: the fastest of fp32/bf16 in a short probe on this machine"
+    )
     channels_last: Literal["auto"] | bool = "auto"
     fused_attn: Literal["auto"] | bool = Field(
-        "auto", description="the student's attention: PyTorch's fused kernel (true) or explicit (false); auto: measured")
+        "auto", description="the student's attention: PyTorch's fused kernel (true) or explicit (false); auto: measured"
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     aug: AugConfig = Field(default_factory=AugConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
@@ -152,12 +188,13 @@ class Recipe(_Strict):
 
 # ----------------------------------------------------------------------------------------- targets
 class QuantConfig(_Strict):
-    scheme: Literal["static", "dynamic", "weight-only"] = "static"
+    scheme: Scheme = "static"
     calibration_samples: int = Field(128, ge=1)
     per_channel: bool = True
     method: str | None = Field(None, description="calibration method, e.g. minmax | entropy | percentile")
-    options: dict[str, Any] = Field(default_factory=dict, description="format-specific quantizer options "
-                                    "(see each module in edgevit/export/)")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="format-specific quantizer options (see each module in edgevit/export/)"
+    )
 
 
 class DeviceConfig(_Strict):
@@ -173,9 +210,9 @@ class Target(_Strict):
     name: str
     description: str = ""
     aliases: list[str] = Field(default_factory=list)
-    format: Literal["onnx", "openvino", "tflite", "coreml", "tensorrt", "executorch"]
-    precision: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"
-    precisions: list[Literal["fp32", "fp16", "bf16", "int8"]] = Field(default_factory=lambda: ["fp32"])
+    format: str = Field(description="an export format of the registry (edgevit.export.registry.FORMATS)")
+    precision: Precision = "fp32"
+    precisions: list[Precision] = Field(default_factory=lambda: ["fp32"])
     input_size: int | None = Field(None, ge=8, description="None: the run's training size")
     batch: int = Field(1, ge=1)
     dynamic_batch: bool = False
@@ -185,6 +222,15 @@ class Target(_Strict):
     device: DeviceConfig = Field(default_factory=DeviceConfig)
     device_name: str = Field("", description="the hardware this target stands for, in words")
 
+    @field_validator("format")
+    @classmethod
+    def _registered_format(cls, v: str) -> str:
+        from edgevit.export.registry import FORMATS  # the registry is the one list of formats
+
+        if v not in FORMATS:
+            raise ValueError(f"unknown format {v!r}; known: {', '.join(FORMATS)}")
+        return v
+
 
 # ----------------------------------------------------------------------------------------- loading
 def _explain(path: Path, model: type[BaseModel], err: ValidationError) -> str:
@@ -193,10 +239,16 @@ def _explain(path: Path, model: type[BaseModel], err: ValidationError) -> str:
     if e["type"] == "extra_forbidden":
         parent: Any = model
         for part in e["loc"][:-1]:
-            field = parent.model_fields.get(str(part)) if isinstance(parent, type) and issubclass(parent, BaseModel) else None
+            field = (
+                parent.model_fields.get(str(part))
+                if isinstance(parent, type) and issubclass(parent, BaseModel)
+                else None
+            )
             parent = field.annotation if field is not None else None
             # an optional section (`prune: PruneConfig | None`): its model is the non-None member
-            parent = next((a for a in typing.get_args(parent) if isinstance(a, type) and issubclass(a, BaseModel)), parent)
+            parent = next(
+                (a for a in typing.get_args(parent) if isinstance(a, type) and issubclass(a, BaseModel)), parent
+            )
         allowed = sorted(parent.model_fields) if isinstance(parent, type) and issubclass(parent, BaseModel) else []
         close = difflib.get_close_matches(str(e["loc"][-1]), allowed, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -221,10 +273,24 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise EdgevitError(f"{path}: not valid YAML{where} (cut off or garbled?): {getattr(exc, 'problem', exc)}") from None
+        raise EdgevitError(
+            f"{path}: not valid YAML{where} (cut off or garbled?): {getattr(exc, 'problem', exc)}"
+        ) from None
     if not isinstance(data, dict):
         raise EdgevitError(f"{path}: expected a mapping of fields at the top level, got {type(data).__name__}")
     return data
+
+
+def check_fields(model: type[BaseModel], values: dict[str, Any], what: str) -> Any:
+    """A stage's options validated by the pydantic model that defines them (the one place an option's
+    rules live): the model, or an `EdgevitError` naming the parameter (`prune: lr must be > 0 ...`)."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as err:
+        e = err.errors()[0]
+        param = ".".join(str(p) for p in e["loc"]) or None
+        msg = e["msg"][0].lower() + e["msg"][1:]
+        raise EdgevitError(f"{what} option {param}: {msg} (got {e.get('input')!r})", param=param) from None
 
 
 def _validate(model: type[BaseModel], data: dict[str, Any], path: Path) -> Any:

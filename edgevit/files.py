@@ -33,8 +33,10 @@ def disk_error(path: str | Path, exc: BaseException) -> EdgevitError | None:
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno in _DISK_ERRNOS or any(w in str(seen) for w in _DISK_WORDS):
             why = os.strerror(seen.errno) if isinstance(seen, OSError) and seen.errno else "the write failed"
-            return EdgevitError(f"could not write {path}: {why} (disk full or file-size limit?); free space "
-                                f"and run again; the previous file, if any, is kept")
+            return EdgevitError(
+                f"could not write {path}: {why} (disk full or file-size limit?); free space "
+                f"and run again; the previous file, if any, is kept"
+            )
         seen = seen.__cause__ or seen.__context__
     return None
 

@@ -58,4 +58,6 @@ def resolve_run(run: str | Path, runs_dir: str | Path | None = None) -> Path:
     if (root / str(run)).is_dir():
         return (root / str(run)).resolve()
     known = sorted(p.name for p in root.iterdir() if (p / "student.pt").exists()) if root.is_dir() else []
-    raise EdgevitError(f"no run '{run}' (not a folder, not in {root}; runs with a student: {', '.join(known) or 'none'})")
+    raise EdgevitError(
+        f"no run '{run}' (not a folder, not in {root}; runs with a student: {', '.join(known) or 'none'})"
+    )

@@ -13,7 +13,6 @@ at the export they timed (``export_id``), so reports join the two without guessi
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import re
 import sqlite3
@@ -24,34 +23,73 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from edgevit.errors import EdgevitError
+from edgevit.vocab import RUN_KINDS, SCHEMES
 
 LEDGER_FILE = "ledger.sqlite"
 SCHEMA_VERSION = 2
-KINDS = ("distill", "prune", "quantize", "search")
 STATUSES = ("running", "done", "failed")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-SCHEMES = ("static", "dynamic", "weight-only")
 METHODS = ("ptq", "tune", "qat")
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
 RUN_LOCK = ".running.lock"  # in the run folder, flock-ed by the process recording the run
-INTERRUPTED = ("interrupted: its process ended without recording an outcome (killed, or the machine went "
-               "down); continue it with --resume --out <its folder>")
+INTERRUPTED = (
+    "interrupted: its process ended without recording an outcome (killed, or the machine went "
+    "down); continue it with --resume --out <its folder>"
+)
 _JSON_COLUMNS = {"recipe", "summary", "metrics", "extra", "profile_extra"}
 _BOOL_COLUMNS = {"verified"}
 
 # The v1 tables, frozen: a later version adds its own migration instead of editing these.
 _V1_TABLES: dict[str, list[str]] = {
-    "runs": ["name TEXT NOT NULL", "stage TEXT", "status TEXT", "path TEXT", "recipe TEXT",
-             "summary TEXT", "created TEXT", "updated TEXT"],
+    "runs": [
+        "name TEXT NOT NULL",
+        "stage TEXT",
+        "status TEXT",
+        "path TEXT",
+        "recipe TEXT",
+        "summary TEXT",
+        "created TEXT",
+        "updated TEXT",
+    ],
     "evals": ["run TEXT NOT NULL", "epoch INTEGER", "split TEXT", "metrics TEXT", "created TEXT"],
-    "exports": ["run TEXT NOT NULL", "target TEXT", "format TEXT", "precision TEXT", "path TEXT",
-                "size_bytes INTEGER", "seconds REAL", "verified INTEGER", "agreement REAL",
-                "max_abs_diff REAL", "top1 REAL", "note TEXT", "created TEXT"],
-    "profiles": ["run TEXT NOT NULL", "target TEXT", "format TEXT", "precision TEXT", "runtime TEXT",
-                 "device TEXT", "threads INTEGER", "batch INTEGER", "iterations INTEGER",
-                 "warmup INTEGER", "median_ms REAL", "p90_ms REAL", "p99_ms REAL", "mean_ms REAL",
-                 "throughput REAL", "peak_mem_mb REAL", "extra TEXT", "created TEXT"],
+    "exports": [
+        "run TEXT NOT NULL",
+        "target TEXT",
+        "format TEXT",
+        "precision TEXT",
+        "path TEXT",
+        "size_bytes INTEGER",
+        "seconds REAL",
+        "verified INTEGER",
+        "agreement REAL",
+        "max_abs_diff REAL",
+        "top1 REAL",
+        "note TEXT",
+        "created TEXT",
+    ],
+    "profiles": [
+        "run TEXT NOT NULL",
+        "target TEXT",
+        "format TEXT",
+        "precision TEXT",
+        "runtime TEXT",
+        "device TEXT",
+        "threads INTEGER",
+        "batch INTEGER",
+        "iterations INTEGER",
+        "warmup INTEGER",
+        "median_ms REAL",
+        "p90_ms REAL",
+        "p99_ms REAL",
+        "mean_ms REAL",
+        "throughput REAL",
+        "peak_mem_mb REAL",
+        "extra TEXT",
+        "created TEXT",
+    ],
 }
 
 
@@ -105,8 +143,10 @@ def _migrate_exports_1_to_2(conn: sqlite3.Connection, root: Path) -> dict[int, d
             places.append(root / str(r["run"]) / "exports" / str(r["target"]) / str(r["precision"]))
             scheme = _manifest_scheme(places)
         method = "ptq" if precision == "int8" else None  # v1 had post-training quantization only
-        conn.execute("UPDATE exports SET precision=?, scheme=?, method=? WHERE id=?",
-                     (precision, scheme if precision == "int8" else None, method, r["id"]))
+        conn.execute(
+            "UPDATE exports SET precision=?, scheme=?, method=? WHERE id=?",
+            (precision, scheme if precision == "int8" else None, method, r["id"]),
+        )
         rows[r["id"]] = {**dict(r), "clean": precision, "folder": r["precision"]}
     return rows
 
@@ -133,13 +173,19 @@ def _migrate_profiles_1_to_2(conn: sqlite3.Connection, exports: dict[int, dict[s
             extra = {}
         extra = extra if isinstance(extra, dict) else {}
         artifact = extra.get("artifact") if isinstance(extra.get("artifact"), str) else None
-        same = [e for e in exports.values() if (e["run"], e["target"], e["clean"]) == (p["run"], p["target"], precision)
-                and (e["created"] or "") <= (p["created"] or "")]
+        same = [
+            e
+            for e in exports.values()
+            if (e["run"], e["target"], e["clean"]) == (p["run"], p["target"], precision)
+            and (e["created"] or "") <= (p["created"] or "")
+        ]
         new_extra = p["extra"]
         if scheme:  # a v1 trtexec row named the folder (int8-static) as its precision: keep that name
             new_extra = _json({**extra, "folder": p["precision"]})
-        conn.execute("UPDATE profiles SET precision=?, export_id=?, extra=? WHERE id=?",
-                     (precision, _pick_export(same, artifact, p["precision"]), new_extra, p["id"]))
+        conn.execute(
+            "UPDATE profiles SET precision=?, export_id=?, extra=? WHERE id=?",
+            (precision, _pick_export(same, artifact, p["precision"]), new_extra, p["id"]),
+        )
 
 
 def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
@@ -148,9 +194,15 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
     db_file = conn.execute("PRAGMA database_list").fetchone()[2]
     root = Path(db_file).parent if db_file else Path(".")
     conn.execute("ALTER TABLE runs RENAME COLUMN stage TO kind")
-    for table, column in (("runs", "parent TEXT"), ("runs", "reason TEXT"), ("exports", "scheme TEXT"),
-                          ("exports", "method TEXT"), ("exports", "extra TEXT"),
-                          ("profiles", "export_id INTEGER REFERENCES exports(id)"), ("profiles", "load_ms REAL")):
+    for table, column in (
+        ("runs", "parent TEXT"),
+        ("runs", "reason TEXT"),
+        ("exports", "scheme TEXT"),
+        ("exports", "method TEXT"),
+        ("exports", "extra TEXT"),
+        ("profiles", "export_id INTEGER REFERENCES exports(id)"),
+        ("profiles", "load_ms REAL"),
+    ):
         conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
     conn.execute("CREATE INDEX IF NOT EXISTS runs_parent ON runs(parent)")
     conn.execute("CREATE INDEX IF NOT EXISTS profiles_export ON profiles(export_id)")
@@ -165,8 +217,7 @@ assert len(MIGRATIONS) == SCHEMA_VERSION
 def check_run_name(name: str) -> str:
     """Run names become folder names and CLI arguments, so keep them to a safe alphabet."""
     if not isinstance(name, str) or not _NAME.fullmatch(name) or set(name) == {"."}:
-        raise EdgevitError(f"bad run name {name!r}: use only letters, digits, '.', '_' and '-' "
-                           "(e.g. 'deit-tiny_01')")
+        raise EdgevitError(f"bad run name {name!r}: use only letters, digits, '.', '_' and '-' (e.g. 'deit-tiny_01')")
     return name
 
 
@@ -218,29 +269,31 @@ def _run_lock(name: str, path: str | Path | None) -> Iterator[None]:
         yield
         return
     Path(path).mkdir(parents=True, exist_ok=True)
-    with open(Path(path) / RUN_LOCK, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise EdgevitError(f"run {name} ({path}) is being run by another process; wait for it to end, "
-                               "or give this one another --out") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    lock = FileLock(Path(path) / RUN_LOCK, is_singleton=False)
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        raise EdgevitError(
+            f"run {name} ({path}) is being run by another process; wait for it to end, or give this one another --out"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _process_gone(folder: Path) -> bool:
     """Whether the process that recorded this folder's run as running has ended: its lock is free.
     False when there is no lock to ask (a run recorded by an older edgevit, or a folder elsewhere)."""
-    lock = folder / RUN_LOCK
-    try:
-        with open(lock, "r+") as f:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(f, fcntl.LOCK_UN)
-            return True
-    except OSError:  # held (BlockingIOError: alive), or no lock file / not ours to open: cannot tell
+    if not (folder / RUN_LOCK).is_file():  # no lock to ask: cannot tell
         return False
+    lock = FileLock(folder / RUN_LOCK, is_singleton=False)
+    try:
+        lock.acquire(blocking=False)
+    except (Timeout, OSError):  # held (alive), or not ours to open: cannot tell
+        return False
+    lock.release()
+    return True
 
 
 def _check_choice(what: str, value: str | None, allowed: tuple[str, ...]) -> None:
@@ -291,8 +344,10 @@ class Ledger:
         self._open()
 
     def _damaged(self, what: str) -> EdgevitError:
-        return EdgevitError(f"the runs ledger {self.path} is damaged ({what}): restore it from a backup, "
-                            "or move it aside and edgevit starts a new ledger")
+        return EdgevitError(
+            f"the runs ledger {self.path} is damaged ({what}): restore it from a backup, "
+            "or move it aside and edgevit starts a new ledger"
+        )
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -307,8 +362,10 @@ class Ledger:
             if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
                 raise self._damaged(_one_line(str(e))) from None
             if code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY):
-                raise EdgevitError(f"could not write the runs ledger {self.path}: {_one_line(str(e))} (disk full or "
-                                   "file-size limit?); free space and run again; rows already written are kept") from None
+                raise EdgevitError(
+                    f"could not write the runs ledger {self.path}: {_one_line(str(e))} (disk full or "
+                    "file-size limit?); free space and run again; rows already written are kept"
+                ) from None
             raise
 
     @contextmanager
@@ -332,8 +389,9 @@ class Ledger:
         if self.path.is_file() and self.path.stat().st_size:
             with open(self.path, "rb") as f:
                 if f.read(16) != b"SQLite format 3\x00":
-                    raise EdgevitError(f"{self.path} is not an SQLite database: "
-                                       "move it aside and edgevit starts a new ledger")
+                    raise EdgevitError(
+                        f"{self.path} is not an SQLite database: move it aside and edgevit starts a new ledger"
+                    )
             cut = _truncation(self.path)
             if cut:  # once more, after any writer elsewhere has had time to finish a checkpoint
                 time.sleep(0.1)
@@ -351,8 +409,10 @@ class Ledger:
                     MIGRATIONS[step](conn)
                     conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(step + 1),))
         except sqlite3.DatabaseError as e:
-            raise EdgevitError(f"cannot open the runs ledger {self.path}: {_one_line(str(e))}; "
-                               "check it is a readable, writable SQLite file") from e
+            raise EdgevitError(
+                f"cannot open the runs ledger {self.path}: {_one_line(str(e))}; "
+                "check it is a readable, writable SQLite file"
+            ) from e
 
     def _use_wal(self, conn: sqlite3.Connection) -> None:
         """WAL (persistent in the file) lets readers go on while one process writes.
@@ -377,35 +437,57 @@ class Ledger:
         row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         found = int(row[0]) if row else 0
         if found > SCHEMA_VERSION:
-            raise EdgevitError(f"{self.path} has ledger schema version {found}, but this edgevit supports "
-                               f"up to {SCHEMA_VERSION}: upgrade edgevit (pip install -U edgevit)")
+            raise EdgevitError(
+                f"{self.path} has ledger schema version {found}, but this edgevit supports "
+                f"up to {SCHEMA_VERSION}: upgrade edgevit (pip install -U edgevit)"
+            )
         return found
 
     def _insert(self, table: str, **values: Any) -> int:
         values["created"] = _now()
         names = ", ".join(values)
         with self._write() as conn:
-            cur = conn.execute(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(values))})",
-                               tuple(values.values()))
+            cur = conn.execute(
+                f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(values))})", tuple(values.values())
+            )
             return int(cur.lastrowid)
 
     # ------------------------------------------------------------------------------------- writing
-    def record_run(self, name: str, *, kind: str | None = None, status: str | None = None,
-                   path: str | Path | None = None, recipe: dict | None = None, summary: dict | None = None,
-                   parent: str | None = None, reason: str | None = None) -> int:
+    def record_run(
+        self,
+        name: str,
+        *,
+        kind: str | None = None,
+        status: str | None = None,
+        path: str | Path | None = None,
+        recipe: dict | None = None,
+        summary: dict | None = None,
+        parent: str | None = None,
+        reason: str | None = None,
+    ) -> int:
         """Create or update the run's row; fields given as None keep their old value, ``created`` is kept.
 
         A new status other than ``failed`` clears an old ``reason`` (a resumed run is no longer failed).
         ``parent`` names the run this one derives from; it need not be in this ledger.
         """
         check_run_name(name)
-        _check_choice("run kind", kind, KINDS)
+        _check_choice("run kind", kind, RUN_KINDS)
         _check_choice("run status", status, STATUSES)
         if parent is not None and check_run_name(parent) == name:
             raise EdgevitError(f"run {name!r} cannot be its own parent: name the run it derives from")
         now = _now()
-        row = (name, kind, status, None if path is None else str(path), _json(recipe), _json(summary),
-               parent, None if reason is None else _one_line(reason), now, now)
+        row = (
+            name,
+            kind,
+            status,
+            None if path is None else str(path),
+            _json(recipe),
+            _json(summary),
+            parent,
+            None if reason is None else _one_line(reason),
+            now,
+            now,
+        )
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO runs (name, kind, status, path, recipe, summary, parent, reason, created, updated) "
@@ -415,12 +497,21 @@ class Ledger:
                 "summary=coalesce(excluded.summary, summary), parent=coalesce(excluded.parent, parent), "
                 "reason=CASE WHEN excluded.status IS NOT NULL AND excluded.status != 'failed' "
                 "THEN excluded.reason ELSE coalesce(excluded.reason, reason) END, "
-                "updated=excluded.updated", row)
+                "updated=excluded.updated",
+                row,
+            )
             return int(conn.execute("SELECT id FROM runs WHERE name=?", (name,)).fetchone()[0])
 
     @contextmanager
-    def recording(self, name: str, *, kind: str, path: str | Path | None = None, parent: str | None = None,
-                  recipe: dict | None = None) -> Iterator[Ledger]:
+    def recording(
+        self,
+        name: str,
+        *,
+        kind: str,
+        path: str | Path | None = None,
+        parent: str | None = None,
+        recipe: dict | None = None,
+    ) -> Iterator[Ledger]:
         """Mark the run ``running`` for the body; if the body raises (Ctrl-C included) mark it
         ``failed`` with a one-line reason and re-raise. A body that succeeds records its own
         ``done`` and summary (``record_run(name, status="done", summary=...)``). The body holds the
@@ -439,18 +530,31 @@ class Ledger:
                     exc.add_note(f"(the ledger could not mark run {name} failed: {_one_line(str(err))})")
                 raise
 
-    def record_eval(self, run: str, *, epoch: int | None = None, split: str = "val",
-                    metrics: dict | None = None) -> int:
+    def record_eval(
+        self, run: str, *, epoch: int | None = None, split: str = "val", metrics: dict | None = None
+    ) -> int:
         """One evaluation of a run (e.g. per epoch); metrics is any JSON-able dict."""
-        return self._insert("evals", run=check_run_name(run), epoch=epoch, split=split,
-                            metrics=_json(metrics or {}))
+        return self._insert("evals", run=check_run_name(run), epoch=epoch, split=split, metrics=_json(metrics or {}))
 
-    def record_export(self, run: str, *, target: str, format: str, precision: str,
-                      scheme: str | None = None, method: str | None = None,
-                      path: str | Path | None = None, size_bytes: int | None = None,
-                      seconds: float | None = None, verified: bool = False,
-                      agreement: float | None = None, max_abs_diff: float | None = None,
-                      top1: float | None = None, note: str = "", extra: dict | None = None) -> int:
+    def record_export(
+        self,
+        run: str,
+        *,
+        target: str,
+        format: str,
+        precision: str,
+        scheme: str | None = None,
+        method: str | None = None,
+        path: str | Path | None = None,
+        size_bytes: int | None = None,
+        seconds: float | None = None,
+        verified: bool = False,
+        agreement: float | None = None,
+        max_abs_diff: float | None = None,
+        top1: float | None = None,
+        note: str = "",
+        extra: dict | None = None,
+    ) -> int:
         """One exported artifact and how its verification against PyTorch went.
 
         ``precision`` is clean (fp32|fp16|bf16|int8); an INT8 export names its ``scheme``
@@ -460,43 +564,90 @@ class Ledger:
         _check_choice("quantization scheme", scheme, SCHEMES)
         _check_choice("quantization method", method, METHODS)
         if scheme is not None and precision != "int8":
-            raise EdgevitError(f"a {precision} export has no quantization scheme (got {scheme!r}): "
-                               "pass scheme only with precision int8")
-        return self._insert("exports", run=check_run_name(run), target=target, format=format,
-                            precision=precision, scheme=scheme, method=method,
-                            path=None if path is None else str(path), size_bytes=size_bytes, seconds=seconds,
-                            verified=int(bool(verified)), agreement=agreement, max_abs_diff=max_abs_diff,
-                            top1=top1, note=note, extra=_json(extra))
+            raise EdgevitError(
+                f"a {precision} export has no quantization scheme (got {scheme!r}): "
+                "pass scheme only with precision int8"
+            )
+        return self._insert(
+            "exports",
+            run=check_run_name(run),
+            target=target,
+            format=format,
+            precision=precision,
+            scheme=scheme,
+            method=method,
+            path=None if path is None else str(path),
+            size_bytes=size_bytes,
+            seconds=seconds,
+            verified=int(bool(verified)),
+            agreement=agreement,
+            max_abs_diff=max_abs_diff,
+            top1=top1,
+            note=note,
+            extra=_json(extra),
+        )
 
-    def record_profile(self, run: str, *, target: str, format: str, precision: str,
-                       export_id: int | None = None, runtime: str | None = None, device: str | None = None,
-                       threads: int | None = None, batch: int | None = None, iterations: int | None = None,
-                       warmup: int | None = None, median_ms: float | None = None, p90_ms: float | None = None,
-                       p99_ms: float | None = None, mean_ms: float | None = None,
-                       throughput: float | None = None, peak_mem_mb: float | None = None,
-                       load_ms: float | None = None, extra: dict | None = None) -> int:
+    def record_profile(
+        self,
+        run: str,
+        *,
+        target: str,
+        format: str,
+        precision: str,
+        export_id: int | None = None,
+        runtime: str | None = None,
+        device: str | None = None,
+        threads: int | None = None,
+        batch: int | None = None,
+        iterations: int | None = None,
+        warmup: int | None = None,
+        median_ms: float | None = None,
+        p90_ms: float | None = None,
+        p99_ms: float | None = None,
+        mean_ms: float | None = None,
+        throughput: float | None = None,
+        peak_mem_mb: float | None = None,
+        load_ms: float | None = None,
+        extra: dict | None = None,
+    ) -> int:
         """One latency measurement of an artifact on a device with a runtime.
 
         ``export_id`` is the exports row it timed (None for the PyTorch baseline).
         """
-        return self._insert("profiles", run=check_run_name(run), export_id=export_id, target=target,
-                            format=format, precision=precision, runtime=runtime, device=device, threads=threads,
-                            batch=batch, iterations=iterations, warmup=warmup, median_ms=median_ms,
-                            p90_ms=p90_ms, p99_ms=p99_ms, mean_ms=mean_ms, throughput=throughput,
-                            peak_mem_mb=peak_mem_mb, load_ms=load_ms, extra=_json(extra or {}))
+        return self._insert(
+            "profiles",
+            run=check_run_name(run),
+            export_id=export_id,
+            target=target,
+            format=format,
+            precision=precision,
+            runtime=runtime,
+            device=device,
+            threads=threads,
+            batch=batch,
+            iterations=iterations,
+            warmup=warmup,
+            median_ms=median_ms,
+            p90_ms=p90_ms,
+            p99_ms=p99_ms,
+            mean_ms=mean_ms,
+            throughput=throughput,
+            peak_mem_mb=peak_mem_mb,
+            load_ms=load_ms,
+            extra=_json(extra or {}),
+        )
 
     # ------------------------------------------------------------------------------------- reading
     def _select(self, table: str, **where: Any) -> list[dict[str, Any]]:
         where = {k: v for k, v in where.items() if v is not None}
         clause = " WHERE " + " AND ".join(f"{k}=?" for k in where) if where else ""
         with self._connect() as conn:
-            return [_row(r) for r in conn.execute(f"SELECT * FROM {table}{clause} ORDER BY id",
-                                                  tuple(where.values()))]
+            return [_row(r) for r in conn.execute(f"SELECT * FROM {table}{clause} ORDER BY id", tuple(where.values()))]
 
     def runs(self, name: str | None = None, *, kind: str | None = None) -> list[dict[str, Any]]:
         """Run rows, all or one by name, optionally of one kind. A ``running`` row whose process is
         gone (its folder's lock is free: SIGKILL, power loss) is recorded ``failed`` as interrupted."""
-        _check_choice("run kind", kind, KINDS)
+        _check_choice("run kind", kind, RUN_KINDS)
         rows = self._select("runs", name=name, kind=kind)
         for row in rows:
             if row["status"] == "running" and row.get("path") and _process_gone(Path(row["path"])):
@@ -518,12 +669,16 @@ class Ledger:
     def profiles(self, run: str | None = None) -> list[dict[str, Any]]:
         return self._select("profiles", run=run)
 
-    def latest_export(self, run: str, *, target: str, folder: str | None = None,
-                      precision: str | None = None) -> dict[str, Any] | None:
+    def latest_export(
+        self, run: str, *, target: str, folder: str | None = None, precision: str | None = None
+    ) -> dict[str, Any] | None:
         """The newest export row of run/target whose artifact folder is named ``folder``
         (e.g. ``int8-static``) or, without a folder, whose clean precision is ``precision``."""
-        rows = [r for r in self._select("exports", run=run, target=target, precision=precision)
-                if folder is None or (r["path"] and Path(r["path"]).name == folder)]
+        rows = [
+            r
+            for r in self._select("exports", run=run, target=target, precision=precision)
+            if folder is None or (r["path"] and Path(r["path"]).name == folder)
+        ]
         return rows[-1] if rows else None
 
     def export_profiles(self, run: str | None = None) -> list[dict[str, Any]]:
@@ -536,9 +691,11 @@ class Ledger:
         (no export) is in :meth:`profiles`.
         """
         clause, args = (" WHERE e.run=?", (run,)) if run is not None else ("", ())
-        sql = ("SELECT e.*, p.id AS profile_id, p.runtime, p.device, p.threads, p.batch, p.iterations, "
-               "p.warmup, p.median_ms, p.p90_ms, p.p99_ms, p.mean_ms, p.throughput, p.peak_mem_mb, p.load_ms, "
-               "p.extra AS profile_extra, p.created AS profile_created "
-               f"FROM exports e LEFT JOIN profiles p ON p.export_id = e.id{clause} ORDER BY e.id, p.id")
+        sql = (
+            "SELECT e.*, p.id AS profile_id, p.runtime, p.device, p.threads, p.batch, p.iterations, "
+            "p.warmup, p.median_ms, p.p90_ms, p.p99_ms, p.mean_ms, p.throughput, p.peak_mem_mb, p.load_ms, "
+            "p.extra AS profile_extra, p.created AS profile_created "
+            f"FROM exports e LEFT JOIN profiles p ON p.export_id = e.id{clause} ORDER BY e.id, p.id"
+        )
         with self._connect() as conn:
             return [_row(r) for r in conn.execute(sql, args)]

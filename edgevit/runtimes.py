@@ -18,8 +18,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgevit.errors import EdgevitError
 from edgevit.artifact import MANIFEST, Artifact
+from edgevit.errors import EdgevitError
 
 # format -> (runtime name, python module it needs)
 RUNTIMES: dict[str, tuple[str, str]] = {
@@ -47,8 +47,15 @@ class Predictor:
     infer request, program) for its profiler (edgevit.profile.detail).
     """
 
-    def __init__(self, runtime: str, run: Callable[[np.ndarray], np.ndarray], batch: int | None,
-                 settings: dict[str, Any], close: Callable[[], None] | None = None, native: Any = None):
+    def __init__(
+        self,
+        runtime: str,
+        run: Callable[[np.ndarray], np.ndarray],
+        batch: int | None,
+        settings: dict[str, Any],
+        close: Callable[[], None] | None = None,
+        native: Any = None,
+    ):
         self.runtime = runtime
         self.batch = batch  # None: any batch size in one call
         self.settings = settings
@@ -61,9 +68,11 @@ class Predictor:
         if self.batch is None or x.shape[0] == self.batch:
             return self._run(x)
         if x.shape[0] % self.batch:
-            raise EdgevitError(f"this {self.runtime} model has a static batch of {self.batch}; "
-                               f"got {x.shape[0]} images (export with --dynamic-batch or send multiples of {self.batch})")
-        return np.concatenate([self._run(x[i:i + self.batch]) for i in range(0, x.shape[0], self.batch)])
+            raise EdgevitError(
+                f"this {self.runtime} model has a static batch of {self.batch}; "
+                f"got {x.shape[0]} images (export with --dynamic-batch or send multiples of {self.batch})"
+            )
+        return np.concatenate([self._run(x[i : i + self.batch]) for i in range(0, x.shape[0], self.batch)])
 
     def close(self) -> None:
         if self._close:
@@ -107,8 +116,10 @@ def runs_here(artifact: Artifact) -> tuple[bool, str]:
         return ok, why
     missing = _missing_backends(artifact)
     if missing:
-        return False, (f"not verifiable here: the .pte delegates to {', '.join(missing)}, which this ExecuTorch "
-                       "runtime lacks (the Core ML delegate runs on Apple devices)")
+        return False, (
+            f"not verifiable here: the .pte delegates to {', '.join(missing)}, which this ExecuTorch "
+            "runtime lacks (the Core ML delegate runs on Apple devices)"
+        )
     return True, why
 
 
@@ -135,8 +146,14 @@ def open_predictor(artifact: Artifact | str | Path, threads: int | None = None, 
         raise EdgevitError(f"cannot run {artifact.format} artifact {artifact.directory}: {why}")
     if threads is not None and threads < 1:
         raise EdgevitError(f"threads must be >= 1 (got {threads})")
-    opener = {"onnx": _onnxruntime, "tensorrt": _onnxruntime, "openvino": _openvino,
-              "tflite": _litert, "coreml": _coreml, "executorch": _executorch}[artifact.format]
+    opener = {
+        "onnx": _onnxruntime,
+        "tensorrt": _onnxruntime,
+        "openvino": _openvino,
+        "tflite": _litert,
+        "coreml": _coreml,
+        "executorch": _executorch,
+    }[artifact.format]
     defaults = dict(artifact.manifest.get("runtime") or {})
     return opener(artifact, threads, {**defaults, **options})
 
@@ -144,7 +161,9 @@ def open_predictor(artifact: Artifact | str | Path, threads: int | None = None, 
 def _unknown(runtime: str, options: dict[str, Any], known: set[str]) -> None:
     extra = sorted(set(options) - known)
     if extra:
-        raise EdgevitError(f"unknown {runtime} option(s) {', '.join(extra)} (known: {', '.join(sorted(known)) or 'none'})")
+        raise EdgevitError(
+            f"unknown {runtime} option(s) {', '.join(extra)} (known: {', '.join(sorted(known)) or 'none'})"
+        )
 
 
 # ------------------------------------------------------------------------------------ onnxruntime
@@ -153,8 +172,12 @@ def _onnxruntime(artifact: Artifact, threads: int | None, options: dict[str, Any
 
     _unknown("onnxruntime", options, {"graph_optimization_level", "execution_provider", "profile_prefix"})
     so = ort.SessionOptions()
-    levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    levels = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
     level = str(options.get("graph_optimization_level", "all"))
     if level not in levels:
         raise EdgevitError(f"graph_optimization_level must be one of {', '.join(levels)} (got {level!r})")
@@ -168,15 +191,21 @@ def _onnxruntime(artifact: Artifact, threads: int | None, options: dict[str, Any
         so.profile_file_prefix = str(options["profile_prefix"])
     provider = str(options.get("execution_provider", "CPUExecutionProvider"))
     if provider not in ort.get_available_providers():
-        raise EdgevitError(f"onnxruntime has no {provider} here (available: {', '.join(ort.get_available_providers())})")
+        raise EdgevitError(
+            f"onnxruntime has no {provider} here (available: {', '.join(ort.get_available_providers())})"
+        )
     sess = ort.InferenceSession(str(artifact.model_path), so, providers=[provider])
     inp = sess.get_inputs()[0]
     name = inp.name
     batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
     out_name = sess.get_outputs()[0].name
-    return Predictor("onnxruntime", lambda x: np.asarray(sess.run([out_name], {name: x})[0], dtype=np.float32), batch,
-                     {"threads": threads, "graph_optimization_level": level, "execution_provider": provider},
-                     native=sess)
+    return Predictor(
+        "onnxruntime",
+        lambda x: np.asarray(sess.run([out_name], {name: x})[0], dtype=np.float32),
+        batch,
+        {"threads": threads, "graph_optimization_level": level, "execution_provider": provider},
+        native=sess,
+    )
 
 
 # --------------------------------------------------------------------------------------- openvino
@@ -206,7 +235,9 @@ def _openvino(artifact: Artifact, threads: int | None, options: dict[str, Any]) 
     try:
         compiled = core.compile_model(str(artifact.model_path), device, config)
     except RuntimeError as exc:
-        raise EdgevitError(f"openvino could not compile {artifact.model_path} on {device}: {_first_line(exc)}") from None
+        raise EdgevitError(
+            f"openvino could not compile {artifact.model_path} on {device}: {_first_line(exc)}"
+        ) from None
     request = compiled.create_infer_request()
     shape = compiled.input(0).get_partial_shape()
     batch = shape[0].get_length() if shape[0].is_static else None
@@ -216,9 +247,14 @@ def _openvino(artifact: Artifact, threads: int | None, options: dict[str, Any]) 
         return np.array(request.get_output_tensor(0).data, dtype=np.float32)
 
     precision_used = compiled.get_property("INFERENCE_PRECISION_HINT")
-    settings = {"threads": threads, "device": device,
-                "INFERENCE_PRECISION_HINT": precision_used.to_string() if hasattr(precision_used, "to_string") else str(precision_used),
-                "PERFORMANCE_HINT": str(compiled.get_property("PERFORMANCE_HINT"))}
+    settings = {
+        "threads": threads,
+        "device": device,
+        "INFERENCE_PRECISION_HINT": precision_used.to_string()
+        if hasattr(precision_used, "to_string")
+        else str(precision_used),
+        "PERFORMANCE_HINT": str(compiled.get_property("PERFORMANCE_HINT")),
+    }
     return Predictor("openvino", run, batch, settings, native=request)
 
 
@@ -229,9 +265,13 @@ def litert_interpreter() -> tuple[Any, str]:
     for module in LITERT_MODULES:
         if importlib.util.find_spec(module) is None:
             continue
-        if module == "tflite_runtime" and int(np.__version__.split(".")[0]) >= 2:  # its last release, 2.14, predates numpy 2
-            failures.append(f"tflite-runtime {_version('tflite-runtime')} needs numpy < 2 (numpy {np.__version__} here: "
-                            "pip install 'numpy<2')")
+        if (
+            module == "tflite_runtime" and int(np.__version__.split(".")[0]) >= 2
+        ):  # its last release, 2.14, predates numpy 2
+            failures.append(
+                f"tflite-runtime {_version('tflite-runtime')} needs numpy < 2 (numpy {np.__version__} here: "
+                "pip install 'numpy<2')"
+            )
             continue
         try:
             interpreter = importlib.import_module(f"{module}.interpreter")
@@ -252,9 +292,11 @@ def _litert(artifact: Artifact, threads: int | None, options: dict[str, Any]) ->
         newer = _NEWER_OP.search(str(exc))
         if newer and runtime == "tflite-runtime":
             version = _version("tflite-runtime")
-            raise EdgevitError(f"{artifact.model_path} needs the TFLite op {newer.group(1)} version {newer.group(2)}, "
-                               f"newer than tflite-runtime {version} has: install ai-edge-litert on this device "
-                               "(or export with an older op set)") from None
+            raise EdgevitError(
+                f"{artifact.model_path} needs the TFLite op {newer.group(1)} version {newer.group(2)}, "
+                f"newer than tflite-runtime {version} has: install ai-edge-litert on this device "
+                "(or export with an older op set)"
+            ) from None
         raise EdgevitError(f"{runtime} cannot load {artifact.model_path}: {_first_line(exc)}") from None
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     in_scale, in_zero = inp["quantization"]
@@ -271,7 +313,9 @@ def _litert(artifact: Artifact, threads: int | None, options: dict[str, Any]) ->
             y = (y.astype(np.float32) - out_zero) * out_scale
         return np.array(y, dtype=np.float32)
 
-    return Predictor(runtime, run, int(inp["shape"][0]), {"threads": threads, "input_dtype": np.dtype(inp["dtype"]).name})
+    return Predictor(
+        runtime, run, int(inp["shape"][0]), {"threads": threads, "input_dtype": np.dtype(inp["dtype"]).name}
+    )
 
 
 # ----------------------------------------------------------------------------------------- coreml
@@ -331,8 +375,10 @@ def _executorch(artifact: Artifact, threads: int | None, options: dict[str, Any]
     lib, runtime = _portable_lib()
     missing = _missing_backends(artifact)
     if missing:
-        raise EdgevitError(f"{artifact.model_path} delegates to {', '.join(missing)}, which this ExecuTorch runtime "
-                           f"lacks (it has {', '.join(runtime.backend_registry.registered_backend_names)})")
+        raise EdgevitError(
+            f"{artifact.model_path} delegates to {', '.join(missing)}, which this ExecuTorch runtime "
+            f"lacks (it has {', '.join(runtime.backend_registry.registered_backend_names)})"
+        )
     etdump = bool(options.get("etdump", False))
 
     def load() -> tuple[Any, Any, int]:
@@ -350,8 +396,12 @@ def _executorch(artifact: Artifact, threads: int | None, options: dict[str, Any]
         return np.asarray(method.execute([torch.from_numpy(x)])[0].numpy(), dtype=np.float32)
 
     batch = int(method.metadata.input_tensor_meta(0).sizes()[0])
-    settings = {"threads": threads, "threadpool": lib._threadpool_get_thread_count(),
-                "delegates": ",".join(artifact.manifest.get("backends") or []) or "none", "etdump": etdump}
+    settings = {
+        "threads": threads,
+        "threadpool": lib._threadpool_get_thread_count(),
+        "delegates": ",".join(artifact.manifest.get("backends") or []) or "none",
+        "etdump": etdump,
+    }
     predictor = Predictor("executorch", run, batch, settings, native=program)
     return predictor
 

@@ -8,15 +8,22 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting OpenMP threads starve 2-core machines
-os.environ.setdefault("CI", "true")  # OpenVINO's converter sends telemetry unless CI is set; offline its DNS lookup held pytest at exit for minutes
+os.environ.setdefault(
+    "CI", "true"
+)  # OpenVINO's converter sends telemetry unless CI is set; offline its DNS lookup held pytest at exit for minutes
 
 
 # ------------------------------------------------------------------------------------ export tests
 TINY_DEIT = {"depth": 2, "embed_dim": 64, "num_heads": 2, "patch_size": 8}
 
 
-def train_tiny_student(run_dir: Path, name: str = "deit_tiny_distilled_patch16_224",
-                       extra: dict | None = None, steps: int = 300, img_size: int = 32) -> Path:
+def train_tiny_student(
+    run_dir: Path,
+    name: str = "deit_tiny_distilled_patch16_224",
+    extra: dict | None = None,
+    steps: int = 300,
+    img_size: int = 32,
+) -> Path:
     """A real student trained briefly on the embedded digits, saved as `edgevit distill` would.
 
     Trained, not random: INT8-vs-FP32 accuracy checks need a model with confident predictions.
@@ -48,9 +55,17 @@ def train_tiny_student(run_dir: Path, name: str = "deit_tiny_distilled_patch16_2
         opt.step()
         sched.step()
     run_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"model_name": name, "create_kwargs": kwargs, "class_names": ds.classes, "num_classes": len(ds.classes),
-            "img_size": img_size, "mean": list(IMAGENET_DEFAULT_MEAN), "std": list(IMAGENET_DEFAULT_STD),
-            "crop_pct": 1.0, "data": data}
+    meta = {
+        "model_name": name,
+        "create_kwargs": kwargs,
+        "class_names": ds.classes,
+        "num_classes": len(ds.classes),
+        "img_size": img_size,
+        "mean": list(IMAGENET_DEFAULT_MEAN),
+        "std": list(IMAGENET_DEFAULT_STD),
+        "crop_pct": 1.0,
+        "data": data,
+    }
     save_student(run_dir / "student.pt", model.eval(), meta)
     return run_dir
 

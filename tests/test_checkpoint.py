@@ -26,15 +26,23 @@ def uneven_deit() -> tuple[dict, nn.Module]:
     model = create_student(NAME, kwargs)
     a0, a1, mlp1 = model.blocks[0].attn, model.blocks[1].attn, model.blocks[1].mlp
     a0.qkv, a0.proj, a0.num_heads, a0.attn_dim = nn.Linear(64, 96), nn.Linear(32, 64), 2, 32
-    a1.qkv, a1.proj, a1.head_dim, a1.attn_dim, a1.scale = nn.Linear(64, 96), nn.Linear(32, 64), 8, 32, 8 ** -0.5
+    a1.qkv, a1.proj, a1.head_dim, a1.attn_dim, a1.scale = nn.Linear(64, 96), nn.Linear(32, 64), 8, 32, 8**-0.5
     mlp1.fc1, mlp1.fc2 = nn.Linear(64, 100), nn.Linear(100, 64)
     return kwargs, model.eval()
 
 
 def meta(kwargs: dict) -> dict:
-    return {"model_name": NAME, "create_kwargs": kwargs, "class_names": [str(i) for i in range(10)],
-            "num_classes": 10, "img_size": 32, "mean": list(IMAGENET_DEFAULT_MEAN), "std": list(IMAGENET_DEFAULT_STD),
-            "crop_pct": 1.0, "data": {"spec": "digits", "img_size": 32}}
+    return {
+        "model_name": NAME,
+        "create_kwargs": kwargs,
+        "class_names": [str(i) for i in range(10)],
+        "num_classes": 10,
+        "img_size": 32,
+        "mean": list(IMAGENET_DEFAULT_MEAN),
+        "std": list(IMAGENET_DEFAULT_STD),
+        "crop_pct": 1.0,
+        "data": {"spec": "digits", "img_size": 32},
+    }
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,13 @@ def rows() -> list[dict]:
         {"target": "openvino-cpu", "precision": "int8", "top1": 82.1, "median_ms": 3.0},
         {"target": "openvino-cpu", "precision": "bf16", "top1": 83.8, "median_ms": 4.0},
         {"target": "openvino-cpu", "precision": "fp32", "top1": 83.9, "median_ms": 6.0},
-        {"target": "coreml-ios", "precision": "fp16", "top1": None, "median_ms": None,
-         "note": "not timed: the coreml runtime is not available here: Core ML prediction needs macOS"},
+        {
+            "target": "coreml-ios",
+            "precision": "fp16",
+            "top1": None,
+            "median_ms": None,
+            "note": "not timed: the coreml runtime is not available here: Core ML prediction needs macOS",
+        },
         {"target": "tflite-mobile", "precision": "int8", "top1": 80.0, "median_ms": 5.0},
     ]
 

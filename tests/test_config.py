@@ -13,8 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def edgevit(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgevit.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "edgevit.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_shipped_recipes_and_targets_are_valid():

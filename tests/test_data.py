@@ -57,7 +57,9 @@ def test_image_folder_errors(tmp_path):
 def test_huggingface_dataset_from_dict(tmp_path):
     datasets = pytest.importorskip("datasets")
     images, labels = _digit_images(50)
-    features = datasets.Features({"img": datasets.Image(), "digit": datasets.ClassLabel(names=[str(i) for i in range(10)])})
+    features = datasets.Features(
+        {"img": datasets.Image(), "digit": datasets.ClassLabel(names=[str(i) for i in range(10)])}
+    )
     full = datasets.Dataset.from_dict({"img": images, "digit": [int(v) for v in labels]}, features=features)
     parts = full.train_test_split(test_size=0.3, seed=0)
     datasets.DatasetDict(train=parts["train"], validation=parts["test"]).save_to_disk(str(tmp_path / "hfds"))

@@ -14,8 +14,8 @@ from edgevit.profile.detail import top_ops
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory):
     import torch
-
     from conftest import TINY_DEIT
+
     from edgevit.config import load_target
     from edgevit.export.pipeline import timed_export
     from edgevit.models.students import create_student, student_kwargs
@@ -35,6 +35,7 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory):
             art.write_manifest()
             made[target] = Artifact.load(folder)
         return made[target]
+
     return get
 
 
@@ -51,8 +52,11 @@ def test_top_ops_names_the_slowest_ops(artifacts, target: str, fmt: str) -> None
     assert sum(o["share"] for o in ops) <= 1.0001
     assert len({o["op"] for o in ops}) == len(ops)  # one row per node, not per type
     # the weight layers are where a ViT's time goes: a GEMM-like op must be among the slowest
-    gemm = {"onnx": ("MatMul", "Gemm"), "openvino": ("FullyConnected", "MatMul"),
-            "executorch": ("Fully Connected", "Batch Matrix Multiply", "Convolution")}[fmt]
+    gemm = {
+        "onnx": ("MatMul", "Gemm"),
+        "openvino": ("FullyConnected", "MatMul"),
+        "executorch": ("Fully Connected", "Batch Matrix Multiply", "Convolution"),
+    }[fmt]
     assert any(g in o["type"] for o in ops for g in gemm), ops
     if fmt == "executorch":  # single ops only: the totals (Method::execute, DELEGATE_CALL) would double-count
         assert all(o["type"].startswith(("XnnpackBackend: ", "portable: ")) for o in ops), ops

@@ -23,13 +23,27 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
 
 TINY = {
-    "name": "tiny", "epochs": 3, "seed": 1,
+    "name": "tiny",
+    "epochs": 3,
+    "seed": 1,
     "data": {"spec": "digits", "img_size": 16, "batch_size": 32},
-    "aug": {"auto_augment": "rand-m9-mstd0.5-inc1", "hflip": 0.0, "scale": [0.6, 1.0], "color_jitter": 0.0,
-            "reprob": 0.25, "mixup": 0.8, "cutmix": 1.0, "smoothing": 0.1, "crop_pct": 1.0},
+    "aug": {
+        "auto_augment": "rand-m9-mstd0.5-inc1",
+        "hflip": 0.0,
+        "scale": [0.6, 1.0],
+        "color_jitter": 0.0,
+        "reprob": 0.25,
+        "mixup": 0.8,
+        "cutmix": 1.0,
+        "smoothing": 0.1,
+        "crop_pct": 1.0,
+    },
     "teacher": {"names": ["resnet10t"], "finetune_epochs": 1, "finetune_lr": 0.003, "pretrained": False},
-    "student": {"name": "deit_tiny_distilled_patch16_224", "patch_size": 4,
-                "kwargs": {"depth": 2, "embed_dim": 48, "num_heads": 2}},
+    "student": {
+        "name": "deit_tiny_distilled_patch16_224",
+        "patch_size": 4,
+        "kwargs": {"depth": 2, "embed_dim": 48, "num_heads": 2},
+    },
     "distill": {"type": "hard"},
     "optim": {"lr": 0.004, "warmup_epochs": 1},
 }
@@ -49,11 +63,19 @@ def write_recipe(tmp_path: Path, **changes) -> Path:
 
 
 def edgevit(*args, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgevit.cli", *map(str, args)], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=kw.get("timeout", 600))
+    return subprocess.run(
+        [sys.executable, "-m", "edgevit.cli", *map(str, args)],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=kw.get("timeout", 600),
+    )
 
 
-@pytest.mark.parametrize("name,kwargs", [("pvt_v2_b0", {"depths": (1, 1, 1, 1)}), ("convmixer_256_8_ks5_p2", {"depth": 4})])
+@pytest.mark.parametrize(
+    "name,kwargs", [("pvt_v2_b0", {"depths": (1, 1, 1, 1)}), ("convmixer_256_8_ks5_p2", {"depth": 4})]
+)
 def test_token_free_students_learn_with_hard_distillation(name, kwargs):
     torch.manual_seed(0)
     ds = build_datasets({"spec": "digits", "img_size": 32}, None)
@@ -104,8 +126,13 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     full = edgevit("distill", recipe, "--out", tmp_path / "runs" / "full")
     assert full.returncode == 0, full.stderr[-2000:]
     run = tmp_path / "runs" / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "edgevit.cli", "distill", str(recipe), "--out", str(run)],
-                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgevit.cli", "distill", str(recipe), "--out", str(run)],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         metrics = run / "metrics.jsonl"
@@ -132,8 +159,13 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
 def test_resume_after_sigkill_in_the_teacher_fine_tune_says_where_it_resumed(tmp_path):
     recipe = write_recipe(tmp_path, epochs=1, **{"teacher.finetune_epochs": 3, "teacher.checkpoint_every_s": 0})
     run = tmp_path / "runs" / "teacher-killed"
-    proc = subprocess.Popen([sys.executable, "-m", "edgevit.cli", "distill", str(recipe), "--out", str(run)],
-                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgevit.cli", "distill", str(recipe), "--out", str(run)],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if list(run.glob("teachers/*.ckpt")):  # the first teacher epoch is checkpointed
@@ -151,8 +183,14 @@ def test_resume_after_sigkill_in_the_teacher_fine_tune_says_where_it_resumed(tmp
 def test_sigterm_is_an_interruption_recorded_in_the_ledger(tmp_path):
     recipe = write_recipe(tmp_path, epochs=4)
     run = tmp_path / "runs" / "stopped"
-    proc = subprocess.Popen([sys.executable, "-m", "edgevit.cli", "distill", str(recipe), "--out", str(run)],
-                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgevit.cli", "distill", str(recipe), "--out", str(run)],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if (run / "metrics.jsonl").exists() and '"stage": "student"' in (run / "metrics.jsonl").read_text():
@@ -175,8 +213,8 @@ from edgevit.train import DistillationTask, TrainConfig, Trainer, init_distribut
 dist = init_distributed()
 ds = build_datasets({"spec": "digits", "img_size": 16}, AugConfig(hflip=0, auto_augment=None, mixup=0.8, cutmix=1.0))
 torch.manual_seed(dist.rank)  # different initial weights per rank: DDP must broadcast rank 0's
-model = create_student("deit_tiny_distilled_patch16_224", student_kwargs("deit_tiny_distilled_patch16_224", 10, 16, 4, 0.1,
-                       {"depth": 1, "embed_dim": 32, "num_heads": 2}))
+NAME = "deit_tiny_distilled_patch16_224"
+model = create_student(NAME, student_kwargs(NAME, 10, 16, 4, 0.1, {"depth": 1, "embed_dim": 32, "num_heads": 2}))
 cfg = TrainConfig(epochs=1, batch_size=32, workers=0, optim=OptimConfig(warmup_epochs=0),
                   aug=AugConfig(hflip=0, auto_augment=None), num_classes=10, seed=0, amp="off", channels_last=False)
 teacher = lambda x: x.mean(dim=(2, 3))[:, :1].repeat(1, 10) * torch.arange(10.0)
@@ -189,13 +227,32 @@ torch.save(model.state_dict(), f"{sys.argv[1]}/rank{dist.rank}.pt")
 def test_ddp_two_ranks_keep_identical_weights(tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          "29533", str(script), str(tmp_path)], cwd=ROOT, env=ENV, capture_output=True, text=True,
-                         timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29533",
+            str(script),
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
-    init = create_student("deit_tiny_distilled_patch16_224", student_kwargs("deit_tiny_distilled_patch16_224", 10, 16, 4,
-                          0.1, {"depth": 1, "embed_dim": 32, "num_heads": 2})).state_dict()
+    init = create_student(
+        "deit_tiny_distilled_patch16_224",
+        student_kwargs(
+            "deit_tiny_distilled_patch16_224", 10, 16, 4, 0.1, {"depth": 1, "embed_dim": 32, "num_heads": 2}
+        ),
+    ).state_dict()
     moved = 0
     for k in r0:
         assert torch.allclose(r0[k], r1[k], atol=1e-6), k
@@ -214,15 +271,21 @@ def checkpoints(tmp_path_factory):
     return d
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--student", "deit_tiny_distiled_patch16_224"], "unknown timm model 'deit_tiny_distiled_patch16_224'; did you mean deit_tiny_distilled_patch16_224"),
-    (["--teacher", "resnet181"], "unknown timm model 'resnet181'"),
-    (["--data", "/no/such/folder"], "dataset path /no/such/folder does not exist"),
-    (["--resume", "--out", "{tmp}/runs/none"], "holds no started run"),
-    (["--teacher-checkpoint", "{ckpt}/junk.pt"], "is not a PyTorch checkpoint"),
-    (["--teacher-checkpoint", "{ckpt}/wrong.pt"], "has shape"),
-    (["--teacher", "vit_tiny_patch16_224", "--teacher-checkpoint", "{ckpt}/vit.pt"], "cannot take 16x16 inputs"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            ["--student", "deit_tiny_distiled_patch16_224"],
+            "unknown timm model 'deit_tiny_distiled_patch16_224'; did you mean deit_tiny_distilled_patch16_224",
+        ),
+        (["--teacher", "resnet181"], "unknown timm model 'resnet181'"),
+        (["--data", "/no/such/folder"], "dataset path /no/such/folder does not exist"),
+        (["--resume", "--out", "{tmp}/runs/none"], "holds no started run"),
+        (["--teacher-checkpoint", "{ckpt}/junk.pt"], "is not a PyTorch checkpoint"),
+        (["--teacher-checkpoint", "{ckpt}/wrong.pt"], "has shape"),
+        (["--teacher", "vit_tiny_patch16_224", "--teacher-checkpoint", "{ckpt}/vit.pt"], "cannot take 16x16 inputs"),
+    ],
+)
 def test_bad_input_is_one_line(tmp_path, checkpoints, args, message):
     args = [a.replace("{ckpt}", str(checkpoints)).replace("{tmp}", str(tmp_path)) for a in args]
     if "--out" not in args:
@@ -255,7 +318,9 @@ def test_self_teacher_is_the_student_trained_alone_with_the_next_seed(tmp_path):
     recipe's epochs and optimizer, not teacher.finetune_*): the teacher of seed S is exactly the
     student that `--distillation none` trains with seed S+1. A second run reuses it."""
     runs = tmp_path / "runs"
-    alone = edgevit("distill", write_recipe(tmp_path, epochs=2, seed=2, **{"distill.type": "none"}), "--out", runs / "alone")
+    alone = edgevit(
+        "distill", write_recipe(tmp_path, epochs=2, seed=2, **{"distill.type": "none"}), "--out", runs / "alone"
+    )
     assert alone.returncode == 0, alone.stderr[-2000:]
     recipe = write_recipe(tmp_path, epochs=2, seed=1, **{"teacher.names": ["self"]})
     own = edgevit("distill", recipe, "--out", runs / "self")
@@ -282,7 +347,8 @@ def test_an_earlier_runs_student_teaches_and_resume_picks_up_between_teacher_and
     summary = json.loads((runs / "second" / "summary.json").read_text())
     (teacher,) = summary["teachers"]
     assert teacher["source"] == "run first" and teacher["val_top1"] == pytest.approx(
-        json.loads((runs / "first" / "summary.json").read_text())["val_top1"], abs=0.01)
+        json.loads((runs / "first" / "summary.json").read_text())["val_top1"], abs=0.01
+    )
     assert "fine-tuning" not in second.stdout  # a run's student is used as it is
     assert Ledger(runs).runs("second")[0]["status"] == "done"
     # the state between teacher and student: recipe and ledger row written, no student checkpoint yet
@@ -291,8 +357,9 @@ def test_an_earlier_runs_student_teaches_and_resume_picks_up_between_teacher_and
     resumed = edgevit("distill", "--resume", "--out", runs / "second")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "the student starts at epoch 1 of 1" in resumed.stdout and (runs / "second" / "student.pt").exists()
-    bad = edgevit("distill", write_recipe(tmp_path, epochs=1, **{"teacher.names": ["run:nothing"]}), "--out",
-                  runs / "third")
+    bad = edgevit(
+        "distill", write_recipe(tmp_path, epochs=1, **{"teacher.names": ["run:nothing"]}), "--out", runs / "third"
+    )
     assert bad.returncode == 2 and "no finished run 'nothing'" in bad.stderr and "first" in bad.stderr
 
 

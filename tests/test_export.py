@@ -15,9 +15,9 @@ import numpy as np
 import onnx
 import pytest
 
+from edgevit.artifact import Artifact
 from edgevit.cli import main
 from edgevit.errors import EdgevitError
-from edgevit.artifact import Artifact
 from edgevit.export.pipeline import ExportResult, InputsCache, export_run
 from edgevit.runs import Ledger
 from edgevit.runtimes import open_predictor, runtime_available
@@ -33,6 +33,7 @@ def exported(trained_run: Path):
         if key not in _cache:
             _cache[key] = export_run(trained_run, target, precision, inputs=_inputs, **kw)
         return _cache[key]
+
     return get
 
 
@@ -75,8 +76,10 @@ def test_onnx_is_opset17_with_one_layernorm_op_and_int8_is_qdq(exported) -> None
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in int8.graph.node}
     # weight layers read dequantized inputs; attention's activation x activation MatMuls stay float
     made_by = {o: n.op_type for n in int8.graph.node for o in n.output}
+
     def quantized_inputs(n):
         return sum(made_by.get(i) == "DequantizeLinear" for i in n.input)
+
     attention = [n for n in int8.graph.node if n.op_type == "MatMul" and "attn" in n.name]
     assert len(attention) == 4 and all(quantized_inputs(n) == 0 for n in attention)  # 2 blocks x (q.k, attn.v)
     weights = [n for n in int8.graph.node if n.op_type in ("Gemm", "Conv", "MatMul") and n not in attention]
@@ -132,13 +135,18 @@ def test_openvino_int8_tuned_options_verify_and_run_in_bf16(exported) -> None:
     q = r.artifact.manifest["quantization"]
     assert q["options"]["preset"] == "performance" and "ScaledDotProductAttention" in q["options"]["ignored_types"]
     ops = ov.Core().read_model(str(r.artifact.model_path)).get_ops()
-    feeds = {op.get_friendly_name(): {op.input_value(i).get_node().get_type_name() for i in range(op.get_input_size())}
-             for op in ops if op.get_type_name() in ("MatMul", "ScaledDotProductAttention")}
+    feeds = {
+        op.get_friendly_name(): {op.input_value(i).get_node().get_type_name() for i in range(op.get_input_size())}
+        for op in ops
+        if op.get_type_name() in ("MatMul", "ScaledDotProductAttention")
+    }
     heads = [name for name in feeds if ".head" in name]
     assert len(heads) == 2 and all("FakeQuantize" not in feeds[h] and "Constant" in feeds[h] for h in heads)  # float
     assert not any("FakeQuantize" in f for name, f in feeds.items() if "scaled_dot_product" in name)
     assert sum("FakeQuantize" in f for f in feeds.values()) == 8  # the blocks' qkv, proj, fc1, fc2 are INT8
-    with pytest.raises(EdgevitError, match=r"unknown openvino quantization option\(s\) presets \(allowed: preset,") as err:
+    with pytest.raises(
+        EdgevitError, match=r"unknown openvino quantization option\(s\) presets \(allowed: preset,"
+    ) as err:
         _nncf_options(nncf, {"presets": "performance"})
     assert "\n" not in str(err.value)
     if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):

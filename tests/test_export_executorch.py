@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import train_tiny_student
+
 from edgevit.artifact import Artifact
 from edgevit.config import load_target
 from edgevit.errors import EdgevitError
@@ -43,6 +43,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             name, extra = FAMILIES[key]
             self[key] = train_tiny_student(root / key, name, extra, steps=300 if key == "deit" else 200)
             return self[key]
+
     return Runs()
 
 
@@ -53,8 +54,9 @@ def exported(runs: dict[str, Path], family: str, precision: str) -> ExportResult
 
 
 # each family trains and lowers twice: ~1 min of CPU, minutes of wall time on a shared 2-core machine
-@pytest.mark.parametrize("family", ["deit", pytest.param("pvt", marks=pytest.mark.slow),
-                                    pytest.param("convmixer", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "family", ["deit", pytest.param("pvt", marks=pytest.mark.slow), pytest.param("convmixer", marks=pytest.mark.slow)]
+)
 def test_fp32_and_int8_run_in_executorch_and_agree(runs, family: str) -> None:
     fp32, int8 = exported(runs, family, "fp32"), exported(runs, family, "int8")
     for r in (fp32, int8):
@@ -79,8 +81,13 @@ def test_manifest_records_what_the_delegate_took(runs) -> None:
     assert sum(d["fallback_ops"].values()) == d["total_ops"] - d["delegated_ops"]
     # attention is rewritten to bmm/softmax/bmm and unbind to slice/reshape, which XNNPACK takes:
     # no masked-softmax or select/squeeze leftovers fall back
-    assert not {"aten.where.self", "aten.any.dim", "aten.logical_not.default", "aten.bmm.default",
-                "aten.squeeze_copy.dims"} & set(d["fallback_ops"])
+    assert not {
+        "aten.where.self",
+        "aten.any.dim",
+        "aten.logical_not.default",
+        "aten.bmm.default",
+        "aten.squeeze_copy.dims",
+    } & set(d["fallback_ops"])
     assert d["fraction"] > 0.8
     assert d["note"] in exported(runs, "deit", "fp32").verification.note  # the ledger's note names the fallbacks
 
@@ -116,9 +123,12 @@ def test_dynamic_int8_needs_no_calibration(tmp_path: Path) -> None:
     path = tmp_path / "dyn.yaml"
     path.write_text("name: dyn\nformat: executorch\nprecisions: [int8]\nquantization:\n  scheme: dynamic\n")
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 64), torch.nn.GELU(),
-                                torch.nn.Linear(64, 10)).eval()
-    art, _ = timed_export("executorch", model, torch.randn(1, 3, 8, 8), load_target(str(path)), "int8", None, tmp_path, {})
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 64), torch.nn.GELU(), torch.nn.Linear(64, 10)
+    ).eval()
+    art, _ = timed_export(
+        "executorch", model, torch.randn(1, 3, 8, 8), load_target(str(path)), "int8", None, tmp_path, {}
+    )
     assert art.manifest["quantization"]["activations"] == "dynamic" and art.manifest["backends"] == ["XnnpackBackend"]
     x = np.random.default_rng(1).standard_normal((16, 3, 8, 8), dtype=np.float32)
     with torch.no_grad():
@@ -178,21 +188,28 @@ def test_runtimes_module_stays_free_of_torch() -> None:
 def test_core_ml_delegate_lowers_on_linux_but_runs_only_on_apple(runs, tmp_path: Path) -> None:
     pytest.importorskip("coremltools")
     target = tmp_path / "et-coreml.yaml"
-    target.write_text("name: et-coreml\nformat: executorch\nprecisions: [fp32]\n"
-                      "runtime:\n  delegates: [coreml, xnnpack]\n")
+    target.write_text(
+        "name: et-coreml\nformat: executorch\nprecisions: [fp32]\nruntime:\n  delegates: [coreml, xnnpack]\n"
+    )
     r = export_run(runs["convmixer"], str(target), "fp32", ledger=False)
     assert "CoreMLBackend" in r.artifact.manifest["backends"] and r.artifact.model_path.stat().st_size > 1000
     assert not r.verification.verified and "CoreMLBackend" in r.verification.note
 
 
 # --------------------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize("yaml,message", [
-    ("precisions: [fp32]\nruntime:\n  delegates: [tpu]\n", "runtime.delegates must list some of xnnpack, coreml"),
-    ("precisions: [int8]\nruntime:\n  delegates: [coreml]\n", "Core ML delegate is fp32-only"),
-    ("precisions: [int8]\nquantization:\n  scheme: weight-only\n", "schemes static and dynamic"),
-    ("precisions: [int8]\nquantization:\n  options:\n    ops: [linear, softmax]\n", "takes only ops: a list of linear"),
-    ("precisions: [fp32]\ndynamic_batch: true\n", "static batch"),
-])
+@pytest.mark.parametrize(
+    "yaml,message",
+    [
+        ("precisions: [fp32]\nruntime:\n  delegates: [tpu]\n", "runtime.delegates must list some of xnnpack, coreml"),
+        ("precisions: [int8]\nruntime:\n  delegates: [coreml]\n", "Core ML delegate is fp32-only"),
+        ("precisions: [int8]\nquantization:\n  scheme: weight-only\n", "schemes static and dynamic"),
+        (
+            "precisions: [int8]\nquantization:\n  options:\n    ops: [linear, softmax]\n",
+            "takes only ops: a list of linear",
+        ),
+        ("precisions: [fp32]\ndynamic_batch: true\n", "static batch"),
+    ],
+)
 def test_bad_target_is_one_line(tmp_path: Path, yaml: str, message: str) -> None:
     import torch
 
@@ -200,6 +217,14 @@ def test_bad_target_is_one_line(tmp_path: Path, yaml: str, message: str) -> None
     path.write_text("name: bad\nformat: executorch\n" + yaml)
     target = load_target(str(path))
     with pytest.raises(EdgevitError, match=message) as err:
-        timed_export("executorch", torch.nn.Conv2d(3, 4, 3), torch.zeros(1, 3, 8, 8), target, target.precisions[0],
-                     np.zeros((1, 3, 8, 8), np.float32), tmp_path, {})
+        timed_export(
+            "executorch",
+            torch.nn.Conv2d(3, 4, 3),
+            torch.zeros(1, 3, 8, 8),
+            target,
+            target.precisions[0],
+            np.zeros((1, 3, 8, 8), np.float32),
+            tmp_path,
+            {},
+        )
     assert "\n" not in str(err.value)

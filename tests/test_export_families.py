@@ -29,10 +29,21 @@ def family_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     model = create_student(name, kwargs).eval()
     run = tmp_path_factory.mktemp("runs") / name.split("_")[0]
     run.mkdir()
-    save_student(run / "student.pt", model, {
-        "model_name": name, "create_kwargs": kwargs, "class_names": [str(i) for i in range(10)], "num_classes": 10,
-        "img_size": 32, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "crop_pct": 1.0,
-        "data": {"spec": "digits", "img_size": 32}})
+    save_student(
+        run / "student.pt",
+        model,
+        {
+            "model_name": name,
+            "create_kwargs": kwargs,
+            "class_names": [str(i) for i in range(10)],
+            "num_classes": 10,
+            "img_size": 32,
+            "mean": [0.485, 0.456, 0.406],
+            "std": [0.229, 0.224, 0.225],
+            "crop_pct": 1.0,
+            "data": {"spec": "digits", "img_size": 32},
+        },
+    )
     return run
 
 

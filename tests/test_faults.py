@@ -38,7 +38,9 @@ MB = 1 << 20
 
 def damage(path: Path, how: str) -> None:
     data = path.read_bytes()
-    path.write_bytes({"empty": b"", "truncated": data[: len(data) // 2], "garbled": b"\x00\xffnot this kind of file" * 40}[how])
+    path.write_bytes(
+        {"empty": b"", "truncated": data[: len(data) // 2], "garbled": b"\x00\xffnot this kind of file" * 40}[how]
+    )
 
 
 # ------------------------------------------------------------------------------------ damaged files
@@ -48,7 +50,9 @@ def _student(tmp: Path) -> Path:
     from edgevit.models.checkpoint import save_student
     from edgevit.models.students import create_student, student_kwargs
 
-    kwargs = student_kwargs("deit_tiny_distilled_patch16_224", 10, 32, 8, 0.0, {"depth": 1, "embed_dim": 32, "num_heads": 2})
+    kwargs = student_kwargs(
+        "deit_tiny_distilled_patch16_224", 10, 32, 8, 0.0, {"depth": 1, "embed_dim": 32, "num_heads": 2}
+    )
     save_student(tmp / "student.pt", create_student("deit_tiny_distilled_patch16_224", kwargs), meta(kwargs))
     return tmp / "student.pt"
 
@@ -116,9 +120,11 @@ def test_damaged_teacher_checkpoint_from_the_user(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------ a full disk
 def _limited(limit_bytes: int) -> Callable[[], None]:
     """preexec: a file-size limit (writes past it fail with EFBIG instead of killing the process)."""
+
     def apply() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
     return apply
 
 
@@ -155,7 +161,9 @@ def test_disk_full_during_a_checkpoint_keeps_the_last_good_one(tmp_path: Path) -
     (line,) = out.stderr.strip().splitlines()
     assert "could not write" in line and "checkpoint.pt" in line and "kept" in line
     kept = torch.load(run / "checkpoint.pt", weights_only=True)
-    assert kept["epoch"] == good["epoch"] and all(torch.equal(kept["model"][k], good["model"][k]) for k in good["model"])
+    assert kept["epoch"] == good["epoch"] and all(
+        torch.equal(kept["model"][k], good["model"][k]) for k in good["model"]
+    )
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")] and not (run / "student.pt").exists()
     row = Ledger(run.parent).runs("full")[0]
     assert row["status"] == "failed" and "could not write" in row["reason"]
@@ -164,8 +172,9 @@ def test_disk_full_during_a_checkpoint_keeps_the_last_good_one(tmp_path: Path) -
 def test_disk_full_during_an_export_keeps_the_previous_export(tmp_path: Path) -> None:
     from conftest import train_tiny_student
 
-    run = train_tiny_student(tmp_path / "runs" / "exp", extra={"depth": 2, "embed_dim": 192, "num_heads": 3,
-                                                                 "patch_size": 8}, steps=5)
+    run = train_tiny_student(
+        tmp_path / "runs" / "exp", extra={"depth": 2, "embed_dim": 192, "num_heads": 3, "patch_size": 8}, steps=5
+    )
     first = edgevit("export", str(run), "--target", "onnx", "--precision", "fp32")
     assert first.returncode == 0, first.stderr[-2000:]
     folder = run / "exports" / "onnx" / "fp32"
@@ -198,8 +207,15 @@ except EdgevitError as e:
 def test_disk_full_during_a_ledger_write_is_one_line_and_keeps_the_rows(tmp_path: Path) -> None:
     Ledger(tmp_path).record_run("full", kind="distill", status="running")
     size = (tmp_path / "ledger.sqlite").stat().st_size
-    out = subprocess.run([sys.executable, "-c", LEDGER_FILLER, str(tmp_path)], capture_output=True, text=True,
-                         timeout=300, cwd=ROOT, env=ENV, preexec_fn=_limited(size + 256 * 1024))
+    out = subprocess.run(
+        [sys.executable, "-c", LEDGER_FILLER, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=ENV,
+        preexec_fn=_limited(size + 256 * 1024),
+    )
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
     (line,) = out.stdout.strip().splitlines()
     written, message = line.split(" ", 1)

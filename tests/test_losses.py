@@ -15,12 +15,17 @@ from edgevit.models.teachers import Teacher
 @pytest.fixture
 def batch():
     g = torch.Generator().manual_seed(0)
-    return (torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g),
-            torch.randint(0, 5, (8,), generator=g))
+    return (
+        torch.randn(8, 5, generator=g),
+        torch.randn(8, 5, generator=g),
+        torch.randn(8, 5, generator=g),
+        torch.randint(0, 5, (8,), generator=g),
+    )
 
 
 def _ce(logits, y):  # by hand: -log softmax at the label, batch mean
-    return float(sum(-math.log(math.exp(l[k]) / sum(math.exp(v) for v in l)) for l, k in zip(logits.tolist(), y.tolist())) / len(y))
+    rows = zip(logits.tolist(), y.tolist())
+    return float(sum(-math.log(math.exp(row[k]) / sum(math.exp(v) for v in row)) for row, k in rows) / len(y))
 
 
 def test_none(batch):
@@ -84,7 +89,9 @@ def test_logit_cache_roundtrip(tmp_path):
     top = logits.topk(5, 1)
     assert torch.allclose(rebuilt.gather(1, top.indices), top.values, atol=1e-2)  # fp16 storage
     # probability mass outside the top-k is kept (spread evenly)
-    assert torch.allclose(rebuilt.softmax(1).gather(1, top.indices), logits.softmax(1).gather(1, top.indices), atol=5e-3)
+    assert torch.allclose(
+        rebuilt.softmax(1).gather(1, top.indices), logits.softmax(1).gather(1, top.indices), atol=5e-3
+    )
 
 
 def test_unlabelled_images_take_the_teachers_label_on_the_class_head(batch):

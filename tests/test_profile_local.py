@@ -35,10 +35,17 @@ def make_run(root: Path, name: str = "tiny") -> Path:
     model = create_student("deit_tiny_distilled_patch16_224", dict(TINY, drop_path_rate=0.0)).eval()
     run_dir = root / name
     run_dir.mkdir(parents=True)
-    meta = {"model_name": "deit_tiny_distilled_patch16_224", "create_kwargs": dict(TINY, drop_path_rate=0.0),
-            "class_names": [str(i) for i in range(10)], "num_classes": 10, "img_size": 32,
-            "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "crop_pct": 1.0,
-            "data": {"spec": "digits", "img_size": 32, "batch_size": 64, "workers": 0}}
+    meta = {
+        "model_name": "deit_tiny_distilled_patch16_224",
+        "create_kwargs": dict(TINY, drop_path_rate=0.0),
+        "class_names": [str(i) for i in range(10)],
+        "num_classes": 10,
+        "img_size": 32,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "crop_pct": 1.0,
+        "data": {"spec": "digits", "img_size": 32, "batch_size": 64, "workers": 0},
+    }
     save_student(run_dir / "student.pt", model, meta)
     return run_dir
 
@@ -70,8 +77,10 @@ def check_sane(r: ProfileResult, iterations: int, warmup: int) -> None:
     assert "seeded N(0,1)" in r.extra["input"]
 
 
-@pytest.mark.parametrize("target,precision,fmt", [("onnx", "fp32", "onnx"), ("openvino-cpu", "fp32", "openvino"),
-                                                  ("tflite-mobile", "fp32", "tflite")])
+@pytest.mark.parametrize(
+    "target,precision,fmt",
+    [("onnx", "fp32", "onnx"), ("openvino-cpu", "fp32", "openvino"), ("tflite-mobile", "fp32", "tflite")],
+)
 def test_each_runtime_profiles_its_artifact(run_dir: Path, target: str, precision: str, fmt: str) -> None:
     r = runners.profile_artifact(run_dir / "exports" / target / precision, threads=1, iterations=20, warmup=3)
     check_sane(r, 20, 3)
@@ -95,8 +104,22 @@ def test_cli_profile_records_ledger_and_json(run_dir: Path, capsys: pytest.Captu
     from edgevit.runs import Ledger
 
     for target in ("pytorch", "openvino"):
-        rc = main(["profile", str(run_dir), "--target", target, "--precision", "fp32", "--threads", "1",
-                   "--iterations", "15", "--warmup", "2"])
+        rc = main(
+            [
+                "profile",
+                str(run_dir),
+                "--target",
+                target,
+                "--precision",
+                "fp32",
+                "--threads",
+                "1",
+                "--iterations",
+                "15",
+                "--warmup",
+                "2",
+            ]
+        )
         assert rc == 0
     out = capsys.readouterr().out
     assert "median" in out and "1 threads" in out and "machine load" in out
@@ -128,8 +151,9 @@ sys.modules["openvino"] = None  # import openvino now raises ModuleNotFoundError
 """
 
 
-def test_a_runtime_or_converter_that_is_not_installed_is_one_line_naming_the_package(run_dir: Path,
-                                                                                      tmp_path: Path) -> None:
+def test_a_runtime_or_converter_that_is_not_installed_is_one_line_naming_the_package(
+    run_dir: Path, tmp_path: Path
+) -> None:
     """A machine without OpenVINO (hidden from imports here by a sitecustomize): profile, benchmark
     and export each end with one line that names what to install."""
     import subprocess
@@ -139,13 +163,16 @@ def test_a_runtime_or_converter_that_is_not_installed_is_one_line_naming_the_pac
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
 
     def edgevit(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "edgevit.cli", *args], capture_output=True, text=True, env=env,
-                              timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "edgevit.cli", *args], capture_output=True, text=True, env=env, timeout=300
+        )
 
     profile = edgevit("profile", str(run_dir), "--target", "openvino-cpu", "--precision", "fp32", "--iterations", "2")
     export = edgevit("export", str(run_dir), "--target", "openvino-cpu", "--precision", "fp16", "--no-ledger")
-    for out, says in ((profile, "openvino is not installed (pip install openvino)"),
-                      (export, "export needs the package 'openvino'")):
+    for out, says in (
+        (profile, "openvino is not installed (pip install openvino)"),
+        (export, "export needs the package 'openvino'"),
+    ):
         lines = [ln for ln in out.stderr.splitlines() if ln.startswith("edgevit: error")]
         assert out.returncode == 2 and "Traceback" not in out.stderr and len(lines) == 1, out.stderr[-2000:]
         assert says in lines[0], lines[0]
@@ -162,8 +189,21 @@ def test_missing_export_and_bad_option(run_dir: Path, capsys: pytest.CaptureFixt
 def test_benchmark_table_files_ledger_and_floor(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
     from edgevit.runs import Ledger
 
-    common = ["benchmark", str(run_dir), "--targets", "onnx,openvino", "--precisions", "fp32", "--reuse-exports",
-              "--threads", "1", "--iterations", "10", "--warmup", "2"]
+    common = [
+        "benchmark",
+        str(run_dir),
+        "--targets",
+        "onnx,openvino",
+        "--precisions",
+        "fp32",
+        "--reuse-exports",
+        "--threads",
+        "1",
+        "--iterations",
+        "10",
+        "--warmup",
+        "2",
+    ]
     assert main(common + ["--detail"]) == 0
     out = capsys.readouterr().out
     for word in ("pytorch", "onnx", "openvino-cpu", "speed-up", "median ms", "machine load"):
@@ -200,8 +240,10 @@ def test_the_device_agent_stays_light() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, edgevit.profile.agent, edgevit.runtimes, edgevit.profile.runners; "
-            "heavy = sorted(m for m in sys.modules if m == 'torch' or m.startswith('edgevit.export') or m == 'timm'); "
-            "print(heavy); sys.exit(1 if heavy else 0)")
+    code = (
+        "import sys, edgevit.profile.agent, edgevit.runtimes, edgevit.profile.runners; "
+        "heavy = sorted(m for m in sys.modules if m == 'torch' or m.startswith('edgevit.export') or m == 'timm'); "
+        "print(heavy); sys.exit(1 if heavy else 0)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -24,8 +24,10 @@ from edgevit.errors import EdgevitError  # noqa: E402
 from edgevit.profile.ssh import SshDevice, SshRunner  # noqa: E402
 
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
-pytestmark = pytest.mark.skipif(SSHD is None or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None,
-                                reason="needs OpenSSH (apt-get install openssh-server openssh-client)")
+pytestmark = pytest.mark.skipif(
+    SSHD is None or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None,
+    reason="needs OpenSSH (apt-get install openssh-server openssh-client)",
+)
 
 
 def free_port() -> int:
@@ -48,7 +50,8 @@ def sshd(tmp_path_factory: pytest.TempPathFactory):
     (d / "sshd_config").write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\nPidFile {d / 'sshd.pid'}\n"
         f"AuthorizedKeysFile {d / 'authorized_keys'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-        "PubkeyAuthentication yes\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n")
+        "PubkeyAuthentication yes\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
+    )
     if os.geteuid() == 0 and not os.path.isdir("/run/sshd"):
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd started as root wants its privsep dir
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stderr=open(d / "sshd.log", "w"))
@@ -84,8 +87,10 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from edgevit.models.students import create_student
 
     torch.manual_seed(0)
-    model = create_student("deit_tiny_distilled_patch16_224", {"num_classes": 10, "img_size": 32, "patch_size": 8,
-                                                                "depth": 1, "embed_dim": 32, "num_heads": 2}).eval()
+    model = create_student(
+        "deit_tiny_distilled_patch16_224",
+        {"num_classes": 10, "img_size": 32, "patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2},
+    ).eval()
     out = tmp_path_factory.mktemp("onnx")
     art = format_module("onnx").export(model, torch.zeros(1, 3, 32, 32), load_target("onnx"), "fp32", None, out, {})
     art.write_manifest()
@@ -94,8 +99,14 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def runner(sshd: dict, known_hosts: str = "known_hosts", python: str = sys.executable) -> SshRunner:
     d = sshd["dir"]
-    return SshRunner(sshd["url"], known_hosts=d / known_hosts, identity=d / "client_key", connect_timeout=5,
-                     timeout=120, python=python)
+    return SshRunner(
+        sshd["url"],
+        known_hosts=d / known_hosts,
+        identity=d / "client_key",
+        connect_timeout=5,
+        timeout=120,
+        python=python,
+    )
 
 
 def test_agent_runs_remotely_and_returns_numbers(sshd: dict, artifact: Path) -> None:
@@ -119,10 +130,13 @@ def test_agent_profiles_an_executorch_program(sshd: dict, tmp_path: Path) -> Non
     from edgevit.models.students import create_student
 
     torch.manual_seed(0)
-    model = create_student("deit_tiny_distilled_patch16_224", {"num_classes": 10, "img_size": 32, "patch_size": 8,
-                                                                "depth": 1, "embed_dim": 32, "num_heads": 2}).eval()
-    art = format_module("executorch").export(model, torch.zeros(1, 3, 32, 32), load_target("executorch-mobile"),
-                                             "fp32", None, tmp_path, {})
+    model = create_student(
+        "deit_tiny_distilled_patch16_224",
+        {"num_classes": 10, "img_size": 32, "patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2},
+    ).eval()
+    art = format_module("executorch").export(
+        model, torch.zeros(1, 3, 32, 32), load_target("executorch-mobile"), "fp32", None, tmp_path, {}
+    )
     art.write_manifest()
     r = runner(sshd).profile_agent(tmp_path, threads=1, iterations=10, warmup=2)
     assert r.format == "executorch" and r.runtime.startswith("executorch") and r.threads == 1
@@ -132,8 +146,11 @@ def test_agent_profiles_an_executorch_program(sshd: dict, tmp_path: Path) -> Non
 def test_device_without_the_runtime(sshd: dict, artifact: Path) -> None:
     """The system python3 has no numpy/onnxruntime: the agent says so in one line."""
     system_python = "/usr/bin/python3"
-    probe = subprocess.run([system_python, "-c", "import numpy, onnxruntime"], capture_output=True) \
-        if os.path.exists(system_python) else None
+    probe = (
+        subprocess.run([system_python, "-c", "import numpy, onnxruntime"], capture_output=True)
+        if os.path.exists(system_python)
+        else None
+    )
     if probe is None or probe.returncode == 0:
         pytest.skip("no python3 without onnxruntime on this machine to stand in for a bare device")
     with pytest.raises(EdgevitError, match="missing on the device|not installed"):
@@ -155,8 +172,20 @@ def test_refused_connection_is_one_line_error(sshd: dict, artifact: Path, capsys
     target_dir = run_dir / "exports" / "onnx" / "fp32"
     if not target_dir.exists():
         shutil.copytree(artifact, target_dir)
-    rc = main(["profile", str(run_dir), "--target", "onnx", "--device", f"ssh://nobody@127.0.0.1:{dead}",
-               "--known-hosts", str(sshd["dir"] / "known_hosts"), "--connect-timeout", "5"])
+    rc = main(
+        [
+            "profile",
+            str(run_dir),
+            "--target",
+            "onnx",
+            "--device",
+            f"ssh://nobody@127.0.0.1:{dead}",
+            "--known-hosts",
+            str(sshd["dir"] / "known_hosts"),
+            "--connect-timeout",
+            "5",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "connection refused" in err
 
@@ -167,9 +196,28 @@ def test_cli_profile_over_ssh(sshd: dict, artifact: Path, capsys: pytest.Capture
     run_dir = artifact.parent / "run-ssh"
     shutil.copytree(artifact, run_dir / "exports" / "onnx" / "fp32")
     d = sshd["dir"]
-    rc = main(["profile", str(run_dir), "--target", "onnx", "--device", sshd["url"], "--known-hosts", str(d / "known_hosts"),
-               "--identity", str(d / "client_key"), "--remote-python", sys.executable, "--threads", "1",
-               "--iterations", "10", "--warmup", "2"])
+    rc = main(
+        [
+            "profile",
+            str(run_dir),
+            "--target",
+            "onnx",
+            "--device",
+            sshd["url"],
+            "--known-hosts",
+            str(d / "known_hosts"),
+            "--identity",
+            str(d / "client_key"),
+            "--remote-python",
+            sys.executable,
+            "--threads",
+            "1",
+            "--iterations",
+            "10",
+            "--warmup",
+            "2",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     rows = Ledger(run_dir.parent).profiles("run-ssh")
     assert rows and rows[-1]["device"].startswith("ssh://") and rows[-1]["median_ms"] > 0
@@ -195,8 +243,9 @@ def test_the_engine_profiled_over_ssh_is_the_engine_build_engine_sh_builds(sshd:
     (same precision flags, FP32 LayerNorm pins, workspace), run from the artifact's folder."""
     import shlex
 
-    from edgevit.export.pipeline import export_run
     from test_profile_local import make_run
+
+    from edgevit.export.pipeline import export_run
 
     run = make_run(tmp_path / "runs", "jetson-run")
     art = export_run(run, "jetson", "fp16", ledger=False).artifact

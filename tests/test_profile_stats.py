@@ -67,8 +67,10 @@ def test_trtexec_tensorrt84_summary_without_p90() -> None:
 
 
 def test_trtexec_failure_is_one_line() -> None:
-    text = "[11/21/2026-10:00:00] [E] Error[4]: [network.cpp::validate::2789] Error Code 4: Internal Error\n" \
-           "&&&& FAILED TensorRT.trtexec [TensorRT v8601] # trtexec --onnx=model.onnx\n"
+    text = (
+        "[11/21/2026-10:00:00] [E] Error[4]: [network.cpp::validate::2789] Error Code 4: Internal Error\n"
+        "&&&& FAILED TensorRT.trtexec [TensorRT v8601] # trtexec --onnx=model.onnx\n"
+    )
     with pytest.raises(EdgevitError, match="no performance summary: &&&& FAILED"):
         parse_trtexec(text)
 

@@ -17,8 +17,15 @@ import yaml
 from edgevit.errors import EdgevitError
 from edgevit.models.checkpoint import load_student, save_student
 from edgevit.models.students import create_student, student_kwargs
-from edgevit.prune.engine import (classifiers, count, importance_signal, prune_channels, prune_model, structure,
-                                  _attentions)
+from edgevit.prune.engine import (
+    _attentions,
+    classifiers,
+    count,
+    importance_signal,
+    prune_channels,
+    prune_model,
+    structure,
+)
 
 X = torch.zeros(1, 3, 32, 32)
 
@@ -31,8 +38,9 @@ def deit(trained_run: Path):
 
 def _batches(n: int = 2, size: int = 16, img: int = 32):
     gen = torch.Generator().manual_seed(0)
-    return [(torch.randn(size, 3, img, img, generator=gen), torch.randint(0, 10, (size,), generator=gen))
-            for _ in range(n)]
+    return [
+        (torch.randn(size, 3, img, img, generator=gen), torch.randint(0, 10, (size,), generator=gen)) for _ in range(n)
+    ]
 
 
 def _blocks(s: dict) -> dict:
@@ -79,8 +87,11 @@ def _zero_half(model: torch.nn.Module, heads: bool) -> None:
     with torch.no_grad():
         for a in _attentions(model):
             width = a.num_heads * a.head_dim
-            dead = list(range(a.head_dim)) if heads else [h * a.head_dim + d for h in range(a.num_heads)
-                                                            for d in range(0, a.head_dim, 2)]
+            dead = (
+                list(range(a.head_dim))
+                if heads
+                else [h * a.head_dim + d for h in range(a.num_heads) for d in range(0, a.head_dim, 2)]
+            )
             rows = [i + k * width for k in range(3) for i in dead]
             a.qkv.weight[rows] = 0
             a.qkv.bias[rows] = 0
@@ -154,8 +165,11 @@ def test_pruned_deit_saves_and_loads_without_pickles(deit, tmp_path: Path) -> No
 
 def test_bad_options_fail_in_one_line(deit) -> None:
     model, _ = deit
-    for kw, word in [({"keep": 1.0}, "ratio"), ({"keep": 0.5, "importance": "l1"}, "importance"),
-                     ({"keep": 0.5, "by": "flops"}, "--by")]:
+    for kw, word in [
+        ({"keep": 1.0}, "ratio"),
+        ({"keep": 0.5, "importance": "l1"}, "importance"),
+        ({"keep": 0.5, "by": "flops"}, "by must"),
+    ]:
         with pytest.raises(EdgevitError, match=word) as err:
             prune_model(model, X, **kw)
         assert "\n" not in str(err.value)
@@ -200,9 +214,17 @@ def test_pruned_pvt_and_convmixer_run_save_and_export(name: str, tmp_path: Path)
         assert pruned.backbone.patch_embed.proj.in_channels == 3
     else:
         assert pruned.backbone.stem[0].in_channels == 3
-    meta = {"model_name": name, "create_kwargs": kwargs, "class_names": [str(i) for i in range(10)],
-            "num_classes": 10, "img_size": 32, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-            "crop_pct": 1.0, "data": {"spec": "digits", "img_size": 32}}
+    meta = {
+        "model_name": name,
+        "create_kwargs": kwargs,
+        "class_names": [str(i) for i in range(10)],
+        "num_classes": 10,
+        "img_size": 32,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "crop_pct": 1.0,
+        "data": {"spec": "digits", "img_size": 32},
+    }
     run = _save_run(tmp_path / name.split("_")[0], pruned, meta)
     back, _ = load_student(run)
     x = torch.randn(2, 3, 32, 32)
@@ -215,13 +237,28 @@ def test_pruned_pvt_and_convmixer_run_save_and_export(name: str, tmp_path: Path)
 
 # ------------------------------------------------------------------------------------ the stage
 TINY_RECIPE = {
-    "name": "tiny", "epochs": 2, "seed": 0, "amp": "off", "channels_last": False,
+    "name": "tiny",
+    "epochs": 2,
+    "seed": 0,
+    "amp": "off",
+    "channels_last": False,
     "data": {"spec": "digits", "img_size": 16, "batch_size": 64},
-    "aug": {"auto_augment": None, "hflip": 0.0, "reprob": 0.0, "mixup": 0.0, "cutmix": 0.0, "crop_pct": 1.0,
-            "scale": [0.6, 1.0]},
+    "aug": {
+        "auto_augment": None,
+        "hflip": 0.0,
+        "reprob": 0.0,
+        "mixup": 0.0,
+        "cutmix": 0.0,
+        "crop_pct": 1.0,
+        "scale": [0.6, 1.0],
+    },
     "teacher": {"names": ["self"], "amp": "off", "channels_last": False},
-    "student": {"name": "deit_tiny_distilled_patch16_224", "patch_size": 4, "drop_path": 0.0,
-                "kwargs": {"depth": 2, "embed_dim": 64, "num_heads": 2}},
+    "student": {
+        "name": "deit_tiny_distilled_patch16_224",
+        "patch_size": 4,
+        "drop_path": 0.0,
+        "kwargs": {"depth": 2, "embed_dim": 64, "num_heads": 2},
+    },
     "optim": {"lr": 0.05, "warmup_epochs": 0},
     "distill": {"type": "hard", "cache_rounds": 1},  # epoch 2 replays round 0: the teacher-logit cache
     "prune": {"ratio": 0.5, "importance": "taylor", "recover_epochs": 1},
@@ -271,11 +308,16 @@ def test_recovery_from_the_unpruned_student_regains_accuracy(trained_run: Path, 
 
     run = tmp_path / "runs" / "deit-tiny"
     shutil.copytree(trained_run, run)
-    recipe = {**TINY_RECIPE, "data": {"spec": "digits", "img_size": 32, "batch_size": 64},
-              "student": {**TINY_RECIPE["student"], "patch_size": 8}, "prune": None}
+    recipe = {
+        **TINY_RECIPE,
+        "data": {"spec": "digits", "img_size": 32, "batch_size": 64},
+        "student": {**TINY_RECIPE["student"], "patch_size": 8},
+        "prune": None,
+    }
     (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    s = prune(run, 0.7, importance="magnitude", recover_epochs=3, recover_teacher="student", lr=0.02,
-              log=lambda _m: None)
+    s = prune(
+        run, 0.7, importance="magnitude", recover_epochs=3, recover_teacher="student", lr=0.02, log=lambda _m: None
+    )
     assert s["teachers"][0]["name"].startswith("run:") and Path(s["path"]).name == "deit-tiny-prune70"
     assert s["val_top1"] > s["val_top1_pruned"] + 5, {k: s[k] for k in ("val_top1_pruned", "val_top1")}
 
@@ -284,8 +326,16 @@ def test_recovery_from_the_unpruned_student_regains_accuracy(trained_run: Path, 
 def test_iterative_stage_steps_without_recovery(trained_run: Path, tmp_path: Path) -> None:
     from edgevit.prune import prune
 
-    s = prune(trained_run, 0.5, importance="magnitude", steps=3, recover_epochs=0, recover_teacher="none",
-              out=tmp_path / "it", log=lambda _m: None)
+    s = prune(
+        trained_run,
+        0.5,
+        importance="magnitude",
+        steps=3,
+        recover_epochs=0,
+        recover_teacher="none",
+        out=tmp_path / "it",
+        log=lambda _m: None,
+    )
     macs = [step["macs_after"] for step in s["steps"]]
     assert len(macs) == 3 and macs[0] > macs[1] > macs[2]
     assert 0.45 <= s["macs_after"] / s["macs_before"] <= 0.5
@@ -294,8 +344,14 @@ def test_iterative_stage_steps_without_recovery(trained_run: Path, tmp_path: Pat
 def test_stage_bad_input_is_one_line(trained_run: Path, tmp_path: Path) -> None:
     from edgevit.prune import prune
 
-    cases = [({"ratio": 0.0}, "ratio"), ({"ratio": 1.5}, "ratio"), ({"importance": "l2"}, "importance"),
-             ({"recover_teacher": "ta"}, "recover-teacher")]
+    cases = [
+        ({"ratio": 0.0}, "ratio"),
+        ({"ratio": 1.5}, "ratio"),
+        ({"importance": "l2"}, "importance"),
+        ({"recover_teacher": "ta"}, "recover_teacher"),
+        ({"warmup_epochs": -1}, "warmup_epochs"),
+        ({"lr": -1.0}, "lr"),
+    ]
     for kw, word in cases:
         with pytest.raises(EdgevitError, match=word) as err:
             prune(trained_run, **{"ratio": 0.5, **kw}, out=tmp_path / "x")
@@ -321,9 +377,25 @@ def test_cli_prints_one_line_for_bad_input(trained_run: Path, tmp_path: Path, ca
 
 @pytest.mark.slow
 def test_cli_prunes_and_prints_before_and_after(trained_run: Path, tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "edgevit.cli", "prune", str(trained_run), "--ratio", "0.5",
-                        "--importance", "magnitude", "--recover-epochs", "0", "--out", str(tmp_path / "cli")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgevit.cli",
+            "prune",
+            str(trained_run),
+            "--ratio",
+            "0.5",
+            "--importance",
+            "magnitude",
+            "--recover-epochs",
+            "0",
+            "--out",
+            str(tmp_path / "cli"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert "parent" in r.stdout and "pruned" in r.stdout and "MACs x0.4" in r.stdout, r.stdout
     assert (tmp_path / "cli" / "student.pt").is_file()
@@ -339,3 +411,22 @@ def test_recipe_prune_section_is_validated(tmp_path: Path) -> None:
     bad.write_text(yaml.safe_dump({**TINY_RECIPE, "prune": {"ratio": 0.5, "importanse": "taylor"}}))
     with pytest.raises(EdgevitError, match="did you mean 'importance'"):
         load_recipe(str(bad))
+
+
+@pytest.mark.slow
+def test_the_api_runs_a_recipe_like_the_cli(tmp_path: Path) -> None:
+    """`edgevit.api.run_recipe` distils and then prunes what the recipe's `prune:` section asks for."""
+    from edgevit.api import load_recipe, run_recipe
+
+    (tmp_path / "tiny.yaml").write_text(
+        yaml.safe_dump(
+            {**TINY_RECIPE, "epochs": 1, "distill": {"type": "hard"}, "prune": {"ratio": 0.5, "recover_epochs": 0}}
+        )
+    )
+    done = run_recipe(load_recipe(str(tmp_path / "tiny.yaml"))[0], tmp_path / "tiny")
+    child = Path(done["prune"]["path"])
+    assert child == tmp_path / "tiny-prune50" and (child / "student.pt").is_file()
+    assert (
+        done["distill"]["val_top1"] is not None
+        and 0.45 <= done["prune"]["macs_after"] / done["prune"]["macs_before"] <= 0.5
+    )

@@ -32,7 +32,9 @@ def _val_split(run: Path) -> tuple[np.ndarray, np.ndarray, float]:
     from edgevit.models.checkpoint import load_student
 
     model, meta = load_student(run)
-    ds = build_datasets(dict(meta["data"]), None, mean=tuple(meta["mean"]), std=tuple(meta["std"]), crop_pct=meta["crop_pct"])
+    ds = build_datasets(
+        dict(meta["data"]), None, mean=tuple(meta["mean"]), std=tuple(meta["std"]), crop_pct=meta["crop_pct"]
+    )
     x = np.stack([ds.val[i][0].numpy() for i in range(len(ds.val))]).astype(np.float32)
     y = np.array([ds.val[i][1] for i in range(len(ds.val))])
     with torch.no_grad():
@@ -52,7 +54,11 @@ def test_tflite_tune_reports_the_drop_measured_independently(trained_run: Path) 
     predictor = open_predictor(r.artifact.directory)  # the folder alone, as a device would
     top1 = float((predictor(x).argmax(1) == y).mean() * 100)
     drop = round(fp32 - top1, 2)
-    assert drop == pytest.approx(q["tuned_drop"], abs=1e-6) == pytest.approx(r.verification.torch_top1 - r.verification.top1)
+    assert (
+        drop
+        == pytest.approx(q["tuned_drop"], abs=1e-6)
+        == pytest.approx(r.verification.torch_top1 - r.verification.top1)
+    )
     assert drop <= 0.5 and r.verification.verified
     # the one-shot full-integer model of this student loses more than 0.5 pt, so layers went back to float,
     # and the flatbuffer really computes exactly those layers in float
@@ -72,8 +78,10 @@ def test_a_deep_model_falls_back_by_kind_of_layer(tmp_path: Path) -> None:
     from edgevit.quantize.tflite import Candidates, float_layers
 
     torch.manual_seed(0)
-    model = create_student("deit_tiny_distilled_patch16_224", {"num_classes": 10, "img_size": 16, "patch_size": 8,
-                                                                "depth": 3, "embed_dim": 32, "num_heads": 2}).eval()
+    model = create_student(
+        "deit_tiny_distilled_patch16_224",
+        {"num_classes": 10, "img_size": 16, "patch_size": 8, "depth": 3, "embed_dim": 32, "num_heads": 2},
+    ).eval()
     x = torch.randn(4, 3, 16, 16)
     cands = Candidates(convert(model, x[:1]), x.numpy(), tmp_path)
     layers = cands.tunable(max_units=1000)
@@ -108,15 +116,18 @@ def test_a_few_qat_steps_then_the_int8_model_runs_in_its_runtime(trained_run: Pa
         assert r.artifact.manifest["input_dtype"] == "int8"  # static INT8: the model takes an int8 input
 
 
-@pytest.mark.parametrize("args,words", [
-    (["--max-drop", "-1"], ["--max-drop -1", "out of range"]),
-    (["--max-drop", "100"], ["--max-drop 100", "out of range"]),
-    (["--max-drop", "nan"], ["out of range"]),
-    (["-t", "coreml-ios", "--method", "tune"], ["coreml-ios", "weight-only", "--method tune"]),
-    (["-t", "coreml-ios", "--method", "qat"], ["coreml-ios", "--method qat"]),
-    (["-t", "tflite-mobile", "--tool", "inc"], ["--tool inc", "tflite-mobile", "ai-edge-quantizer"]),
-    (["--method", "qat", "--tool", "nncf"], ["--tool", "--method qat"]),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--max-drop", "-1"], ["--max-drop -1", "out of range"]),
+        (["--max-drop", "100"], ["--max-drop 100", "out of range"]),
+        (["--max-drop", "nan"], ["out of range"]),
+        (["-t", "coreml-ios", "--method", "tune"], ["coreml-ios", "weight-only", "--method tune"]),
+        (["-t", "coreml-ios", "--method", "qat"], ["coreml-ios", "--method qat"]),
+        (["-t", "tflite-mobile", "--tool", "inc"], ["--tool inc", "tflite-mobile", "ai-edge-quantizer"]),
+        (["--method", "qat", "--tool", "nncf"], ["--tool", "--method qat"]),
+    ],
+)
 def test_bad_input_is_one_line(tmp_path: Path, capsys, args: list[str], words: list[str]) -> None:
     assert main(["quantize", str(tmp_path), "-t", "onnx", *args]) == 2  # a later -t wins
     err = capsys.readouterr().err.strip()
@@ -135,22 +146,32 @@ def test_unknown_method_is_refused_before_any_work() -> None:
 TFLITE_RUNTIME_PYTHON = os.environ.get("EDGEVIT_TFLITE_RUNTIME_PYTHON")
 
 
-@pytest.mark.skipif(not TFLITE_RUNTIME_PYTHON, reason="set EDGEVIT_TFLITE_RUNTIME_PYTHON to a Python with tflite-runtime "
-                    "and numpy<2 (python3.11 -m venv v && v/bin/pip install tflite-runtime 'numpy<2')")
+@pytest.mark.skipif(
+    not TFLITE_RUNTIME_PYTHON,
+    reason="set EDGEVIT_TFLITE_RUNTIME_PYTHON to a Python with tflite-runtime "
+    "and numpy<2 (python3.11 -m venv v && v/bin/pip install tflite-runtime 'numpy<2')",
+)
 def test_agent_runs_tflite_with_tflite_runtime_and_names_a_too_new_op(trained_run: Path, tmp_path: Path) -> None:
     from edgevit.export.pipeline import export_run
 
     art = export_run(trained_run, "tflite-mobile", "fp32", ledger=False).artifact
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": "PASSIVE"}
     agent = [TFLITE_RUNTIME_PYTHON, "-m", "edgevit.profile.agent"]
-    proc = subprocess.run([*agent, str(art.directory), "--iterations", "5", "--warmup", "1"], capture_output=True,
-                          text=True, env=env, cwd=tmp_path, timeout=300)
+    proc = subprocess.run(
+        [*agent, str(art.directory), "--iterations", "5", "--warmup", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     out = json.loads(proc.stdout)
     assert proc.returncode == 0 and out["ok"] and out["result"]["runtime"] == "tflite-runtime"
     # litert-torch's PT2E dynamic INT8 writes FULLY_CONNECTED v12, which tflite-runtime 2.14 lacks
     newer = _pt2e_dynamic_tflite(tmp_path / "dynamic")
-    proc = subprocess.run([*agent, str(newer), "--iterations", "2"], capture_output=True, text=True, env=env,
-                          cwd=tmp_path, timeout=300)
+    proc = subprocess.run(
+        [*agent, str(newer), "--iterations", "2"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
     out = json.loads(proc.stdout)
     assert proc.returncode == 3 and "FULLY_CONNECTED version 12" in out["error"] and "ai-edge-litert" in out["error"]
 
@@ -173,7 +194,9 @@ def _pt2e_dynamic_tflite(out: Path) -> Path:
         warnings.simplefilter("ignore")
         graph = prepare_pt2e(torch.export.export(model, (x,)).module(), q)
         graph(x)
-        flat = litert_torch.convert(convert_pt2e(graph, fold_quantize=False), (x,), quant_config=QuantConfig(pt2e_quantizer=q))
+        flat = litert_torch.convert(
+            convert_pt2e(graph, fold_quantize=False), (x,), quant_config=QuantConfig(pt2e_quantizer=q)
+        )
     out.mkdir(parents=True)
     (out / "model.tflite").write_bytes(bytes(flat.model_content()))
     Artifact("tflite", "int8", out, ["model.tflite"], [1, 3, 8, 8], {"runtime": {}}).write_manifest()
@@ -195,8 +218,10 @@ def test_a_jetson_int8_within_the_drop_is_not_called_missed(trained_run: Path, c
     runs here: when that meets --max-drop, the folder keeps its name and the command exits 0."""
     from edgevit.cli import main
 
-    assert main(["quantize", str(trained_run), "--target", "jetson", "--method", "ptq", "--max-drop", "50",
-                 "--no-ledger"]) == 0, capsys.readouterr().err
+    assert (
+        main(["quantize", str(trained_run), "--target", "jetson", "--method", "ptq", "--max-drop", "50", "--no-ledger"])
+        == 0
+    ), capsys.readouterr().err
     folder = trained_run / "exports" / "jetson-orin" / "int8"
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["verification"]["verified"] is False and manifest["verification"]["within_drop"] is True

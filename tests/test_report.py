@@ -37,8 +37,20 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("distill", recipe, "--distillation", "none", "--out", root / "none"),
         ("export", "hard", "--target", "onnx", "--precision", "fp32", "--runs", root),
         ("profile", "hard", "--target", "pytorch", "--runs-dir", root, "--iterations", "20", "--warmup", "2"),
-        ("profile", "hard", "--target", "onnx", "--precision", "fp32", "--runs-dir", root, "--iterations", "20",
-         "--warmup", "2"),
+        (
+            "profile",
+            "hard",
+            "--target",
+            "onnx",
+            "--precision",
+            "fp32",
+            "--runs-dir",
+            root,
+            "--iterations",
+            "20",
+            "--warmup",
+            "2",
+        ),
         ("prune", "hard", "--ratio", "0.5", "--recover-epochs", "1", "--runs-dir", root, "--out", root / "hard-pruned"),
         ("profile", "hard-pruned", "--target", "pytorch", "--runs-dir", root, "--iterations", "20", "--warmup", "2"),
     ]
@@ -70,9 +82,19 @@ def test_report_shows_the_ledgers_numbers(runs: Path, report_html: Path):
     (export,) = led.exports("hard")
     onnx = next(p for p in led.profiles("hard") if p["format"] == "onnx")
     base = next(p for p in led.profiles("hard") if p["format"] == "pytorch")
-    for text in ("hard", "none", "resnet10t", "deit_tiny_distilled_patch16_224", f"{hard['val_top1']:.2f}",
-                 f"{none['val_top1']:.2f}", f"{export['top1']:.2f}", f"{onnx['median_ms']:.3f}",
-                 f"{base['median_ms']:.3f}", f"{base['median_ms'] / onnx['median_ms']:.2f}×", "Pareto front"):
+    for text in (
+        "hard",
+        "none",
+        "resnet10t",
+        "deit_tiny_distilled_patch16_224",
+        f"{hard['val_top1']:.2f}",
+        f"{none['val_top1']:.2f}",
+        f"{export['top1']:.2f}",
+        f"{onnx['median_ms']:.3f}",
+        f"{base['median_ms']:.3f}",
+        f"{base['median_ms'] / onnx['median_ms']:.2f}×",
+        "Pareto front",
+    ):
         assert text in html, text
     # the CSV beside it holds the same rows at full precision
     files = _assets(report_html)
@@ -98,8 +120,9 @@ def test_report_shows_what_pruning_bought(runs: Path, report_html: Path):
 def test_a_latency_budget_names_the_best_export_within_it(runs: Path, tmp_path: Path):
     onnx = next(p for p in Ledger(runs).profiles("hard") if p["format"] == "onnx")
     budget = onnx["median_ms"] * 1000  # every timed export fits: the most accurate one is named per target
-    out = edgevit("report", "--runs", runs, "--budget-ms", f"{budget:.3f}", "--select", "hard",
-                  "--out", tmp_path / "budget.html")
+    out = edgevit(
+        "report", "--runs", runs, "--budget-ms", f"{budget:.3f}", "--select", "hard", "--out", tmp_path / "budget.html"
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     html = (tmp_path / "budget.html").read_text()
     assert "Best top-1 within" in html and "best_under_budget" not in out.stderr
@@ -153,10 +176,24 @@ def test_report_opens_in_headless_chromium(report_html: Path, tmp_path: Path):
     if browser is None:
         pytest.skip("no Chromium here (apt-get install chromium; .ci/run installs it)")
     shot = tmp_path / "report.png"
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--disable-quic", f"--user-data-dir={tmp_path / 'profile'}",
-           "--enable-logging=stderr", "--v=0", "--hide-scrollbars", "--window-size=1280,2400",
-           f"--screenshot={shot}", report_html.resolve().as_uri()]
+    cmd = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-quic",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--hide-scrollbars",
+        "--window-size=1280,2400",
+        f"--screenshot={shot}",
+        report_html.resolve().as_uri(),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert shot.is_file(), out.stderr[-3000:]
     # Chromium logs every console message (errors, uncaught exceptions) as ...:CONSOLE:...; a static
@@ -181,12 +218,15 @@ def test_empty_runs_folder_gives_a_short_report(tmp_path: Path):
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left behind"
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--runs", "{tmp}/missing"], "runs folder {tmp}/missing does not exist"),
-    (["--runs", "{tmp}", "--notebook", "accuracy_latency"], "unknown notebook 'accuracy_latency'"),
-    (["--runs", "{tmp}", "--out", "{tmp}/report.pdf"], "give a .html file name"),
-    (["--runs", "{tmp}/notsqlite"], "is not an SQLite database"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--runs", "{tmp}/missing"], "runs folder {tmp}/missing does not exist"),
+        (["--runs", "{tmp}", "--notebook", "accuracy_latency"], "unknown notebook 'accuracy_latency'"),
+        (["--runs", "{tmp}", "--out", "{tmp}/report.pdf"], "give a .html file name"),
+        (["--runs", "{tmp}/notsqlite"], "is not an SQLite database"),
+    ],
+)
 def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str):
     (tmp_path / "notsqlite").mkdir()
     (tmp_path / "notsqlite" / "ledger.sqlite").write_text("not a database")
@@ -201,31 +241,81 @@ def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str):
 DEVICE = "local (test CPU, 2 CPUs)"
 
 
-def _run(led: Ledger, name: str, top1: float, params: float, parent: str | None = None, kind: str = "distill",
-         distillation: str = "hard", seed: int = 0) -> None:
+def _run(
+    led: Ledger,
+    name: str,
+    top1: float,
+    params: float,
+    parent: str | None = None,
+    kind: str = "distill",
+    distillation: str = "hard",
+    seed: int = 0,
+) -> None:
     """A finished run as the stages record it (rows written through the Ledger API, not by the stages:
     several seeds of real training would take minutes; the `runs` fixture has the real ones)."""
     teachers = [] if distillation == "none" else [{"name": "resnet18", "val_top1": 97.0}]
-    recipe = {"seed": seed, "epochs": 3, "data": {"spec": "digits", "img_size": 32},
-              "student": {"name": "deit_tiny_distilled_patch16_224", "kwargs": {"depth": 2}},
-              "distill": {"type": distillation, "alpha": 0.5, "tau": 1.0}}
-    summary = {"student": "deit_tiny_distilled_patch16_224", "teachers": teachers, "distillation": distillation,
-               "epochs": 3, "val_top1": top1, "params_m": params, "macs_g": params / 40}
+    recipe = {
+        "seed": seed,
+        "epochs": 3,
+        "data": {"spec": "digits", "img_size": 32},
+        "student": {"name": "deit_tiny_distilled_patch16_224", "kwargs": {"depth": 2}},
+        "distill": {"type": distillation, "alpha": 0.5, "tau": 1.0},
+    }
+    summary = {
+        "student": "deit_tiny_distilled_patch16_224",
+        "teachers": teachers,
+        "distillation": distillation,
+        "epochs": 3,
+        "val_top1": top1,
+        "params_m": params,
+        "macs_g": params / 40,
+    }
     led.record_run(name, kind=kind, status="done", parent=parent, recipe=recipe, summary=summary)
     for epoch in (1, 2, 3):
-        led.record_eval(name, epoch=epoch, metrics={"top1": top1 * epoch / 3, "loss": 2.0 / epoch, "lr": 1e-3,
-                                                    "train_loss": 1.8 / epoch, "train_task_loss": 1.5 / epoch,
-                                                    "train_distill_loss": 0.5 / epoch})
+        led.record_eval(
+            name,
+            epoch=epoch,
+            metrics={
+                "top1": top1 * epoch / 3,
+                "loss": 2.0 / epoch,
+                "lr": 1e-3,
+                "train_loss": 1.8 / epoch,
+                "train_task_loss": 1.5 / epoch,
+                "train_distill_loss": 0.5 / epoch,
+            },
+        )
 
 
-def _export(led: Ledger, run: str, precision: str, top1: float, ms: float, scheme: str | None = None,
-            pick: bool = False) -> None:
-    eid = led.record_export(run, target="onnx", format="onnx", precision=precision, scheme=scheme,
-                            method="ptq" if scheme else None, path=f"runs/{run}/exports/onnx/{precision}",
-                            size_bytes=1_000_000, verified=True, agreement=99.0, top1=top1)
-    led.record_profile(run, target="onnx", format="onnx", precision=precision, export_id=eid, runtime="onnxruntime",
-                       device=DEVICE, threads=2, batch=1, median_ms=ms, p90_ms=ms * 1.1,
-                       extra={"benchmark": {"pick": pick, "why": "fastest within 0.5 pt" if pick else ""}})
+def _export(
+    led: Ledger, run: str, precision: str, top1: float, ms: float, scheme: str | None = None, pick: bool = False
+) -> None:
+    eid = led.record_export(
+        run,
+        target="onnx",
+        format="onnx",
+        precision=precision,
+        scheme=scheme,
+        method="ptq" if scheme else None,
+        path=f"runs/{run}/exports/onnx/{precision}",
+        size_bytes=1_000_000,
+        verified=True,
+        agreement=99.0,
+        top1=top1,
+    )
+    led.record_profile(
+        run,
+        target="onnx",
+        format="onnx",
+        precision=precision,
+        export_id=eid,
+        runtime="onnxruntime",
+        device=DEVICE,
+        threads=2,
+        batch=1,
+        median_ms=ms,
+        p90_ms=ms * 1.1,
+        extra={"benchmark": {"pick": pick, "why": "fastest within 0.5 pt" if pick else ""}},
+    )
 
 
 @pytest.fixture()
@@ -236,8 +326,18 @@ def v2_runs(tmp_path: Path) -> Path:
     _run(led, "plain", 76.0, 2.0, distillation="none")
     _run(led, "small", 81.0, 1.0, parent="base", kind="prune")
     for run, scale in (("base", 1.0), ("small", 0.5)):
-        led.record_profile(run, target="pytorch", format="pytorch", precision="fp32", runtime="pytorch eager",
-                           device=DEVICE, threads=2, batch=1, median_ms=4.0 * scale, p90_ms=4.4 * scale)
+        led.record_profile(
+            run,
+            target="pytorch",
+            format="pytorch",
+            precision="fp32",
+            runtime="pytorch eager",
+            device=DEVICE,
+            threads=2,
+            batch=1,
+            median_ms=4.0 * scale,
+            p90_ms=4.4 * scale,
+        )
         _export(led, run, "fp32", 84.0 if run == "base" else 81.0, 3.0 * scale)
         _export(led, run, "int8", 83.5 if run == "base" else 80.0, 2.0 * scale, scheme="static", pick=run == "base")
     return tmp_path / "runs"
@@ -254,8 +354,12 @@ def test_v2_ledger_frames(v2_runs: Path):
     small_int8 = pts[(pts["run"] == "small") & (pts["precision"] == "int8")].iloc[0]
     assert small_int8["parent_point"] == (2.0, 83.5)  # linked to the parent's INT8 export
     front = D.pareto_table(pts, "onnx")  # base int8 (2.0 ms, 83.5) is beaten by nothing; small int8 is fastest
-    assert list(zip(front["run"], front["precision"])) == [("small", "int8"), ("small", "fp32"), ("base", "int8"),
-                                                           ("base", "fp32")]
+    assert list(zip(front["run"], front["precision"])) == [
+        ("small", "int8"),
+        ("small", "fp32"),
+        ("base", "int8"),
+        ("base", "fp32"),
+    ]
     assert D.best_under_budget(pts, 1.9).iloc[0][["run", "precision"]].tolist() == ["small", "fp32"]
     curves = D.curves(data)
     assert {"val_top1", "train_loss", "train_task_loss", "train_distill_loss", "lr"} <= set(curves.columns)
@@ -277,9 +381,20 @@ def test_sections_write_every_figure_and_table(v2_runs: Path, tmp_path: Path):
     sections.distillation(data, out, "digits")
     sections.pruning(data, out)
     names = {p.name for p in out.written}
-    assert {"runs.csv", "run_base.csv", "run_small.csv", "accuracy_latency_onnx.png", "pareto_onnx.csv",
-            "best_under_budget.csv", "training_curves.png", "training_curves.csv", "distillation_digits.csv",
-            "distillation_digits.png", "pruning.csv", "pruning.png"} <= names
+    assert {
+        "runs.csv",
+        "run_base.csv",
+        "run_small.csv",
+        "accuracy_latency_onnx.png",
+        "pareto_onnx.csv",
+        "best_under_budget.csv",
+        "training_curves.png",
+        "training_curves.csv",
+        "distillation_digits.csv",
+        "distillation_digits.png",
+        "pruning.csv",
+        "pruning.png",
+    } <= names
     for png in (tmp_path / "files").glob("*.png"):
         _check_image(png.read_bytes(), min_bytes=10_000)
 

@@ -22,24 +22,55 @@ N_EVALS, N_PROFILES = 200, 20
 
 
 def _export(led: Ledger, run: str = "a", **kw) -> int:
-    args = dict(target="onnx", format="onnx", precision="fp32", path="runs/a/exports/onnx/fp32",
-                size_bytes=1234, seconds=1.5, verified=True, agreement=0.99, max_abs_diff=1e-4,
-                top1=0.8, note="ok")
+    args = dict(
+        target="onnx",
+        format="onnx",
+        precision="fp32",
+        path="runs/a/exports/onnx/fp32",
+        size_bytes=1234,
+        seconds=1.5,
+        verified=True,
+        agreement=0.99,
+        max_abs_diff=1e-4,
+        top1=0.8,
+        note="ok",
+    )
     return led.record_export(run, **{**args, **kw})
 
 
 def _profile(led: Ledger, run: str = "a", **kw) -> int:
-    args = dict(target="onnx", format="onnx", precision="fp32", runtime="onnxruntime", device="local",
-                threads=2, batch=1, iterations=50, warmup=5, median_ms=3.0, p90_ms=3.5, p99_ms=4.0,
-                mean_ms=3.1, throughput=320.0, peak_mem_mb=None, extra={"provider": "CPU"})
+    args = dict(
+        target="onnx",
+        format="onnx",
+        precision="fp32",
+        runtime="onnxruntime",
+        device="local",
+        threads=2,
+        batch=1,
+        iterations=50,
+        warmup=5,
+        median_ms=3.0,
+        p90_ms=3.5,
+        p99_ms=4.0,
+        mean_ms=3.1,
+        throughput=320.0,
+        peak_mem_mb=None,
+        extra={"provider": "CPU"},
+    )
     return led.record_profile(run, **{**args, **kw})
 
 
 def test_round_trip_each_record(tmp_path):
     led = Ledger(tmp_path)
     assert (tmp_path / LEDGER_FILE).is_file()
-    rid = led.record_run("a", kind="distill", status="done", path=tmp_path / "a",
-                         recipe={"student": {"name": "deit_tiny"}}, summary={"top1": 0.8})
+    rid = led.record_run(
+        "a",
+        kind="distill",
+        status="done",
+        path=tmp_path / "a",
+        recipe={"student": {"name": "deit_tiny"}},
+        summary={"top1": 0.8},
+    )
     eid = led.record_eval("a", epoch=3, split="val", metrics={"top1": 0.8, "loss": 0.5})
     xid = _export(led)
     pid = _profile(led)
@@ -140,14 +171,21 @@ def test_older_schema_is_migrated_and_rows_survive(tmp_path):
     OLD = "2024-01-01T00:00:00+00:00"
     # An unversioned (v0) ledger: no meta table, a runs table without recipe/summary, an evals table.
     with sqlite3.connect(tmp_path / LEDGER_FILE) as conn:
-        conn.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, name TEXT NOT NULL, stage TEXT, "
-                     "status TEXT, path TEXT, created TEXT, updated TEXT)")
-        conn.execute("CREATE TABLE evals (id INTEGER PRIMARY KEY, run TEXT NOT NULL, epoch INTEGER, "
-                     "split TEXT, metrics TEXT, created TEXT)")
-        conn.execute("INSERT INTO runs (name, stage, status, created, updated) VALUES (?, ?, ?, ?, ?)",
-                     ("old", "distill", "done", OLD, OLD))
-        conn.execute("INSERT INTO evals (run, epoch, split, metrics) VALUES (?, ?, ?, ?)",
-                     ("old", 5, "val", '{"top1": 0.5}'))
+        conn.execute(
+            "CREATE TABLE runs (id INTEGER PRIMARY KEY, name TEXT NOT NULL, stage TEXT, "
+            "status TEXT, path TEXT, created TEXT, updated TEXT)"
+        )
+        conn.execute(
+            "CREATE TABLE evals (id INTEGER PRIMARY KEY, run TEXT NOT NULL, epoch INTEGER, "
+            "split TEXT, metrics TEXT, created TEXT)"
+        )
+        conn.execute(
+            "INSERT INTO runs (name, stage, status, created, updated) VALUES (?, ?, ?, ?, ?)",
+            ("old", "distill", "done", OLD, OLD),
+        )
+        conn.execute(
+            "INSERT INTO evals (run, epoch, split, metrics) VALUES (?, ?, ?, ?)", ("old", 5, "val", '{"top1": 0.5}')
+        )
     conn.close()
 
     led = Ledger(tmp_path)
@@ -230,18 +268,21 @@ def test_v1_ledger_file_is_migrated(tmp_path):
     for table, rows in old.items():  # every row and every untouched value survived
         assert [r["id"] for r in new[table]] == [r["id"] for r in rows]
         for before, after in zip(rows, new[table]):
-            assert {k: v for k, v in before.items() if k not in changed[table]} == \
-                   {k: after[k] for k in before if k not in changed[table]}
+            assert {k: v for k, v in before.items() if k not in changed[table]} == {
+                k: after[k] for k in before if k not in changed[table]
+            }
     assert [r["kind"] for r in new["runs"]] == [r["stage"] for r in old["runs"]] == ["distill", "distill"]
     assert [r["status"] for r in led.runs()] == ["done", "running"]  # the interrupted run stays as it was
     assert all(r["parent"] is None and r["reason"] is None for r in led.runs())
 
     ex = {r["id"]: r for r in led.exports()}
     assert [(ex[i]["precision"], ex[i]["scheme"], ex[i]["method"]) for i in sorted(ex)] == [
-        ("fp32", None, None), ("fp32", None, None),
-        ("int8", "static", "ptq"),   # plain int8: the scheme read from its manifest
-        ("int8", "static", "ptq"),   # int8-static split
-        ("int8", None, "ptq")]       # plain int8 without a manifest: unknown
+        ("fp32", None, None),
+        ("fp32", None, None),
+        ("int8", "static", "ptq"),  # plain int8: the scheme read from its manifest
+        ("int8", "static", "ptq"),  # int8-static split
+        ("int8", None, "ptq"),
+    ]  # plain int8 without a manifest: unknown
     assert all(r["extra"] is None for r in ex.values())
 
     pr = {r["id"]: r for r in led.profiles()}
@@ -266,8 +307,13 @@ def test_export_profiles_joins_on_export_id(tmp_path):
     rows = led.export_profiles("deit-a")
     assert [(r["id"], r["profile_id"]) for r in rows] == [(1, 2), (2, 3), (3, None), (4, 4), (5, 5)]
     r = rows[3]
-    assert (r["target"], r["precision"], r["scheme"], r["median_ms"], r["runtime"]) == \
-        ("tflite-mobile", "int8", "static", 2.0, "tflite rt")
+    assert (r["target"], r["precision"], r["scheme"], r["median_ms"], r["runtime"]) == (
+        "tflite-mobile",
+        "int8",
+        "static",
+        2.0,
+        "tflite rt",
+    )
     assert r["profile_extra"]["artifact"].endswith("int8-static") and r["verified"] is True
     assert rows[2]["median_ms"] is None and rows[2]["profile_created"] is None
     # A fresh export timed twice gives two rows; profiles of other runs stay out.
@@ -306,7 +352,7 @@ def test_recording_marks_failed_with_reason_and_reraises(tmp_path):
     assert (led.runs("b")[0]["status"], led.runs("b")[0]["reason"]) == ("failed", "interrupted")
 
     with pytest.raises(EdgevitError):
-        with led.recording("c", kind="quantize"):
+        with led.recording("c", kind="distill"):
             raise EdgevitError("")
     assert led.runs("c")[0]["reason"] == "EdgevitError"
 
@@ -322,8 +368,8 @@ def test_children_and_parents(tmp_path):
     led = Ledger(tmp_path)
     led.record_run("base", kind="distill", status="done")
     led.record_run("base-p50", kind="prune", parent="base")
-    led.record_run("base-q", kind="quantize", parent="base")
-    led.record_run("base-p50-q", kind="quantize", parent="base-p50")
+    led.record_run("base-q", kind="distill", parent="base")  # e.g. distilled from run:base
+    led.record_run("base-p50-q", kind="distill", parent="base-p50")
     led.record_run("orphan", kind="prune", parent="gone-run")  # a parent outside this ledger is kept
     assert [r["name"] for r in led.children("base")] == ["base-p50", "base-q"]
     assert [r["name"] for r in led.children("base-p50")] == ["base-p50-q"]
@@ -331,18 +377,23 @@ def test_children_and_parents(tmp_path):
     assert led.children("base-q") == []
     led.record_run("base-q", status="done")  # an update without parent keeps it
     assert led.runs("base-q")[0]["parent"] == "base"
-    assert [r["name"] for r in led.runs(kind="quantize")] == ["base-q", "base-p50-q"]
+    assert [r["name"] for r in led.runs(kind="distill")] == ["base", "base-q", "base-p50-q"]
+    with pytest.raises(EdgevitError, match="unknown run kind 'quantize'"):  # no stage writes such a run
+        led.record_run("y", kind="quantize")
     with pytest.raises(EdgevitError, match="own parent"):
         led.record_run("x", kind="prune", parent="x")
     with pytest.raises(EdgevitError, match="letters, digits"):
         led.record_run("x", kind="prune", parent="../etc")
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"kind": "export"}, "run kind 'export': use one of distill, prune, quantize, search"),
-    ({"kind": "Distill"}, "run kind"),
-    ({"status": "finished"}, "run status 'finished': use one of running, done, failed"),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"kind": "export"}, "run kind 'export': use one of distill, prune"),
+        ({"kind": "Distill"}, "run kind"),
+        ({"status": "finished"}, "run status 'finished': use one of running, done, failed"),
+    ],
+)
 def test_kind_and_status_are_validated(tmp_path, kwargs, words):
     led = Ledger(tmp_path)
     with pytest.raises(EdgevitError) as err:
@@ -353,12 +404,15 @@ def test_kind_and_status_are_validated(tmp_path, kwargs, words):
         led.runs(kind="train")
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"precision": "int8-static"}, "export precision 'int8-static'"),
-    ({"precision": "int8", "scheme": "per-tensor"}, "quantization scheme 'per-tensor'"),
-    ({"precision": "int8", "method": "gptq"}, "quantization method 'gptq'"),
-    ({"precision": "fp16", "scheme": "weight-only"}, "no quantization scheme"),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"precision": "int8-static"}, "export precision 'int8-static'"),
+        ({"precision": "int8", "scheme": "per-tensor"}, "quantization scheme 'per-tensor'"),
+        ({"precision": "int8", "method": "gptq"}, "quantization method 'gptq'"),
+        ({"precision": "fp16", "scheme": "weight-only"}, "no quantization scheme"),
+    ],
+)
 def test_export_fields_are_validated(tmp_path, kwargs, words):
     led = Ledger(tmp_path)
     with pytest.raises(EdgevitError) as err:
@@ -380,7 +434,7 @@ def _closed_ledger(tmp_path: Path) -> Path:
 def test_truncated_file_is_refused_untouched(tmp_path, cut_at):
     path = _closed_ledger(tmp_path)
     data = path.read_bytes()
-    cut = data[:{"inside the header": 60, "half way": len(data) // 2, "one byte short": len(data) - 1}[cut_at]]
+    cut = data[: {"inside the header": 60, "half way": len(data) // 2, "one byte short": len(data) - 1}[cut_at]]
     path.write_bytes(cut)
     with pytest.raises(EdgevitError) as err:
         Ledger(tmp_path)
@@ -416,9 +470,11 @@ def test_v1_profile_naming_its_folder_is_joined(tmp_path):
     _v1_copy(tmp_path)
     conn = sqlite3.connect(tmp_path / LEDGER_FILE)
     with conn:
-        conn.execute("INSERT INTO profiles (run, target, format, precision, runtime, median_ms, extra, created) "
-                     "VALUES ('deit-a', 'tflite-mobile', 'tflite', 'int8-static', 'trtexec', 1.0, '{}', "
-                     "'2100-01-01T00:00:00.000+00:00')")
+        conn.execute(
+            "INSERT INTO profiles (run, target, format, precision, runtime, median_ms, extra, created) "
+            "VALUES ('deit-a', 'tflite-mobile', 'tflite', 'int8-static', 'trtexec', 1.0, '{}', "
+            "'2100-01-01T00:00:00.000+00:00')"
+        )
     conn.close()
     row = Ledger(tmp_path).profiles()[-1]
     assert (row["precision"], row["export_id"], row["extra"]) == ("int8", 4, {"folder": "int8-static"})
@@ -428,9 +484,11 @@ def test_a_killed_runs_row_reads_failed_and_a_running_folder_is_not_run_twice(tm
     """SIGKILL runs no except clause, so a killed run's row stays `running`; the lock its process held
     on the run folder dies with it, and the next read records the row failed, interrupted. While a
     run holds its folder, the row stays running and a second recording of that folder is refused."""
-    code = ("import os, signal, sys; from edgevit.runs import Ledger; led = Ledger(sys.argv[1])\n"
-            "with led.recording('killed', kind='distill', path=sys.argv[1] + '/killed'):\n"
-            "    os.kill(os.getpid(), signal.SIGKILL)")
+    code = (
+        "import os, signal, sys; from edgevit.runs import Ledger; led = Ledger(sys.argv[1])\n"
+        "with led.recording('killed', kind='distill', path=sys.argv[1] + '/killed'):\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)"
+    )
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     led = Ledger(tmp_path)

@@ -27,8 +27,10 @@ def shape_of(model: torch.nn.Module) -> dict:
     if hasattr(m, "blocks") and hasattr(m, "embed_dim"):
         return {"depth": len(m.blocks), "dim": m.embed_dim}
     if hasattr(m, "stages"):
-        return {"depths": [len(s.blocks) for s in m.stages], "dims": [s.blocks[0].norm1.normalized_shape[0]
-                                                                       for s in m.stages]}
+        return {
+            "depths": [len(s.blocks) for s in m.stages],
+            "dims": [s.blocks[0].norm1.normalized_shape[0] for s in m.stages],
+        }
     if hasattr(m, "layer4"):
         return {"layers": [len(getattr(m, f"layer{i}")) for i in range(1, 5)]}
     return {"depth": len(m.blocks), "dim": m.num_features}
@@ -63,10 +65,23 @@ def test_changing_only_the_student_trains_the_named_architecture(name: str, dist
     torch.manual_seed(0)
     student = create_student(*student_build(recipe, data.num_classes))
     assert shape_of(student) == expected
-    fixed_teacher = torch.nn.Linear(3 * recipe.data.img_size ** 2, data.num_classes)  # any fixed teacher will do
+    fixed_teacher = torch.nn.Linear(3 * recipe.data.img_size**2, data.num_classes)  # any fixed teacher will do
     task = DistillationTask(student, lambda x: fixed_teacher(x.flatten(1)).detach(), distillation)
-    cfg = TrainConfig(epochs=1, batch_size=16, workers=0, optim=recipe.optim, aug=recipe.aug,
-                      num_classes=data.num_classes, amp="off", channels_last=False)
-    row = Trainer(task, torch.utils.data.Subset(data.train, range(48)), torch.utils.data.Subset(data.val, range(16)),
-                  cfg, log=lambda m: None).fit()
+    cfg = TrainConfig(
+        epochs=1,
+        batch_size=16,
+        workers=0,
+        optim=recipe.optim,
+        aug=recipe.aug,
+        num_classes=data.num_classes,
+        amp="off",
+        channels_last=False,
+    )
+    row = Trainer(
+        task,
+        torch.utils.data.Subset(data.train, range(48)),
+        torch.utils.data.Subset(data.val, range(16)),
+        cfg,
+        log=lambda m: None,
+    ).fit()
     assert row["epoch"] == 1 and row["train_loss"] > 0 and "train_distill_loss" in row and 0 <= row["val_top1"] <= 100

@@ -13,8 +13,7 @@ from torch import nn
 from edgevit.config import AugConfig, OptimConfig
 from edgevit.data import build_datasets
 from edgevit.models.students import create_student, student_kwargs
-from edgevit.train import ClassificationTask, DistillationTask, Hooks, TrainConfig, Trainer
-from edgevit.train import speed
+from edgevit.train import ClassificationTask, DistillationTask, Hooks, TrainConfig, Trainer, speed
 from edgevit.train.sampling import SeededAugment, make_loader
 
 NAME = "deit_tiny_distilled_patch16_224"
@@ -33,8 +32,18 @@ def tiny(seed: int = 0) -> nn.Module:
 
 
 def config(**kw) -> TrainConfig:
-    base = dict(epochs=2, batch_size=32, workers=0, optim=OptimConfig(lr=4e-3, warmup_epochs=0), aug=AUG,
-                num_classes=10, seed=0, amp="off", channels_last=False, fused_attn=True)
+    base = dict(
+        epochs=2,
+        batch_size=32,
+        workers=0,
+        optim=OptimConfig(lr=4e-3, warmup_epochs=0),
+        aug=AUG,
+        num_classes=10,
+        seed=0,
+        amp="off",
+        channels_last=False,
+        fused_attn=True,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -97,7 +106,9 @@ def test_the_optimizer_uses_pytorchs_fused_kernel_where_it_has_one(digits) -> No
     """AdamW and SGD get fused=True (faster here); LAMB has no fused kernel and runs as timm builds it."""
     train, val = digits
     for opt, fused in (("adamw", True), ("sgd", True), ("lamb", None)):
-        trainer = Trainer(ClassificationTask(tiny()), train, val, config(optim=OptimConfig(opt=opt)), log=lambda m: None)
+        trainer = Trainer(
+            ClassificationTask(tiny()), train, val, config(optim=OptimConfig(opt=opt)), log=lambda m: None
+        )
         trainer._setup(resume=False)
         assert trainer.optimizer.defaults.get("fused") == fused, opt
     trainer.fit()  # LAMB, unfused, trains
@@ -132,16 +143,20 @@ def test_the_recipes_repeated_aug_reaches_the_trainers_loader(digits) -> None:
 
 
 def test_the_precision_probe_picks_a_candidate_and_is_remembered(tmp_path: Path) -> None:
-    model = create_student("convmixer_256_8_ks5_p2", student_kwargs("convmixer_256_8_ks5_p2", 10, 16, None, 0.0,
-                                                                     {"depth": 1, "dim": 32}))
+    model = create_student(
+        "convmixer_256_8_ks5_p2", student_kwargs("convmixer_256_8_ks5_p2", 10, 16, None, 0.0, {"depth": 1, "dim": 32})
+    )
     x = torch.randn(8, 3, 16, 16)
     lines: list[str] = []
     first = speed.choose(model, x, memo_dir=tmp_path, label="probe", log=lines.append)
     assert first in speed.candidates(model, x.device, "auto", "auto") and len(lines) == 1
     assert "fp32" in lines[0] and "ms" in lines[0]
     (memo,) = tmp_path.glob("*.json")
-    assert json.loads(memo.read_text())["choice"] == {"amp": first.amp, "channels_last": first.channels_last,
-                                                      "fused_attn": None}  # a ConvMixer has no attention
+    assert json.loads(memo.read_text())["choice"] == {
+        "amp": first.amp,
+        "channels_last": first.channels_last,
+        "fused_attn": None,
+    }  # a ConvMixer has no attention
     again = speed.choose(model, x, memo_dir=tmp_path, label="probe", log=lines.append)
     assert again == first and len(lines) == 1  # read back, not measured again
     assert speed.choose(model, x, amp="off", channels_last=False, memo_dir=tmp_path) == speed.Precision("off", False)
@@ -167,7 +182,12 @@ def test_accuracy_and_teacher_agreement_count_labelled_images_only() -> None:
     y = torch.tensor([0, 1, -1, -1, 2, -1])
     teacher = nn.functional.one_hot(torch.tensor([0, 1, 1, 0, 0, 2]), 3).float()  # right on 0 and 1, wrong on 2
     output = nn.functional.one_hot(torch.tensor([0, 0, 0, 1, 2, 2]), 3).float()  # right on 0 and 2
-    out = {"loss": torch.tensor(1.0), "task_loss": torch.tensor(1.0), "distill_loss": None,
-           "output": output, "teacher_logits": teacher}
+    out = {
+        "loss": torch.tensor(1.0),
+        "task_loss": torch.tensor(1.0),
+        "distill_loss": None,
+        "output": output,
+        "teacher_logits": teacher,
+    }
     Trainer._accumulate(sums, out, y, y)
     assert (int(sums["labelled"]), int(sums["agree"]), int(sums["correct"])) == (3, 2, 2)

@@ -20,17 +20,35 @@ def wheel_venv(tmp_path_factory) -> Path:
     """The project's wheel installed into a fresh venv that borrows this venv's dependencies
     (a .pth path entry: the editable install's own finder is not loaded from there)."""
     tmp = tmp_path_factory.mktemp("wheel")
-    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                          str(tmp / "dist"), str(ROOT)], capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp / "dist"),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     (wheel,) = (tmp / "dist").glob("edgevit-*.whl")
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     target = next((venv / "lib").glob("python3*/site-packages"))
     (target / "borrowed.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    out = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", "--no-index", "--ignore-installed",
-                          str(wheel)],
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", "--no-deps", "--no-index", "--ignore-installed", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return venv
 
@@ -50,11 +68,22 @@ def test_installed_wheel_runs_from_an_empty_folder(wheel_venv: Path, tmp_path: P
     env = {**os.environ, "OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": ""}
 
     def edgevit(*args: str) -> subprocess.CompletedProcess:  # the console script the wheel installed
-        return subprocess.run([str(wheel_venv / "bin" / "edgevit"), *args], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=900)
+        return subprocess.run(
+            [str(wheel_venv / "bin" / "edgevit"), *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
 
-    where = subprocess.run([str(python), "-c", "import edgevit; print(edgevit.__file__)"], cwd=tmp_path, env=env,
-                           capture_output=True, text=True)
+    where = subprocess.run(
+        [str(python), "-c", "import edgevit; print(edgevit.__file__)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert str(wheel_venv) in where.stdout, where.stdout + where.stderr  # the wheel, not the checkout
     recipes = edgevit("recipes")
     assert recipes.returncode == 0 and "quickstart" in recipes.stdout, recipes.stderr
@@ -69,8 +98,14 @@ def test_installed_wheel_runs_report(wheel_venv: Path, tmp_path: Path) -> None:
     """`edgevit report` from the wheel: its notebooks are package data, run in a kernel of that venv."""
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": ""}
     (tmp_path / "runs").mkdir()
-    out = subprocess.run([str(wheel_venv / "bin" / "edgevit"), "report", "--runs", "runs"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [str(wheel_venv / "bin" / "edgevit"), "report", "--runs", "runs"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     html = (tmp_path / "runs" / "reports" / "accuracy_latency_report.html").read_text()
     assert "No runs ledger at" in html and "Accuracy and latency report" in html

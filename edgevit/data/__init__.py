@@ -49,8 +49,13 @@ class Datasets:
 class ImageList(Dataset):
     """Images (PIL, or anything `load` turns into PIL) with integer labels and a transform."""
 
-    def __init__(self, images: Any, labels: list[int], transform: Callable | None,
-                 load: Callable[[Any], Image.Image] | None = None):
+    def __init__(
+        self,
+        images: Any,
+        labels: list[int],
+        transform: Callable | None,
+        load: Callable[[Any], Image.Image] | None = None,
+    ):
         self.images, self.labels, self.transform, self.load = images, labels, transform, load
 
     def __len__(self) -> int:
@@ -65,23 +70,40 @@ class ImageList(Dataset):
         return (self.transform(img) if self.transform else img), int(self.labels[i])
 
 
-def transforms(img_size: int, aug: AugConfig | None, mean: tuple, std: tuple,
-               crop_pct: float) -> tuple[Callable, Callable]:
+def transforms(
+    img_size: int, aug: AugConfig | None, mean: tuple, std: tuple, crop_pct: float
+) -> tuple[Callable, Callable]:
     """(train, eval) transforms from timm; aug=None means eval on both."""
-    eval_tf = create_transform(img_size, is_training=False, crop_pct=crop_pct, mean=mean, std=std,
-                               interpolation="bicubic")
+    eval_tf = create_transform(
+        img_size, is_training=False, crop_pct=crop_pct, mean=mean, std=std, interpolation="bicubic"
+    )
     if aug is None:
         return eval_tf, eval_tf
     train_tf = create_transform(
-        img_size, is_training=True, scale=tuple(aug.scale), ratio=tuple(aug.ratio), hflip=aug.hflip,
-        color_jitter=aug.color_jitter or None, auto_augment=aug.auto_augment, interpolation="bicubic",
-        re_prob=aug.reprob, re_mode="pixel", re_count=1, mean=mean, std=std)
+        img_size,
+        is_training=True,
+        scale=tuple(aug.scale),
+        ratio=tuple(aug.ratio),
+        hflip=aug.hflip,
+        color_jitter=aug.color_jitter or None,
+        auto_augment=aug.auto_augment,
+        interpolation="bicubic",
+        re_prob=aug.reprob,
+        re_mode="pixel",
+        re_count=1,
+        mean=mean,
+        std=std,
+    )
     return train_tf, eval_tf
 
 
-def build_datasets(data: DataConfig | dict, aug: AugConfig | None = None,
-                   mean: tuple = IMAGENET_DEFAULT_MEAN, std: tuple = IMAGENET_DEFAULT_STD,
-                   crop_pct: float | None = None) -> Datasets:
+def build_datasets(
+    data: DataConfig | dict,
+    aug: AugConfig | None = None,
+    mean: tuple = IMAGENET_DEFAULT_MEAN,
+    std: tuple = IMAGENET_DEFAULT_STD,
+    crop_pct: float | None = None,
+) -> Datasets:
     """Train/val datasets and class names for a data spec (see the module docstring)."""
     cfg = data if isinstance(data, DataConfig) else DataConfig.model_validate(data)
     crop = crop_pct if crop_pct is not None else (aug.crop_pct if aug else 0.875)
@@ -113,8 +135,9 @@ def _unlabel(train: Dataset, fraction: float) -> "ImageList":
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         keep[rng.choice(idx, max(1, round(fraction * len(idx))), replace=False)] = True
-    return ImageList(train.images, [int(y) if k else UNLABELLED for y, k in zip(labels, keep)], train.transform,
-                     load=train.load)
+    return ImageList(
+        train.images, [int(y) if k else UNLABELLED for y, k in zip(labels, keep)], train.transform, load=train.load
+    )
 
 
 class LabelledOnly(Dataset):
@@ -145,36 +168,44 @@ def _digits(img_size: int, train_tf: Callable, eval_tf: Callable) -> Datasets:
 
     bunch = load_digits()
     pixels = (bunch.images * (255.0 / 16.0)).round().astype(np.uint8)  # 8x8, values 0..16
-    images = [Image.fromarray(p, mode="L").resize((img_size, img_size), Image.BICUBIC).convert("RGB")
-              for p in pixels]
+    images = [Image.fromarray(p, mode="L").resize((img_size, img_size), Image.BICUBIC).convert("RGB") for p in pixels]
     idx = np.arange(len(images))
     tr, va = train_test_split(idx, test_size=0.2, random_state=0, stratify=bunch.target)
     classes = [str(int(c)) for c in bunch.target_names]
-    return Datasets(ImageList([images[i] for i in tr], [int(bunch.target[i]) for i in tr], train_tf),
-                    ImageList([images[i] for i in va], [int(bunch.target[i]) for i in va], eval_tf),
-                    classes)
+    return Datasets(
+        ImageList([images[i] for i in tr], [int(bunch.target[i]) for i in tr], train_tf),
+        ImageList([images[i] for i in va], [int(bunch.target[i]) for i in va], eval_tf),
+        classes,
+    )
 
 
 def _image_folder(root: Path, train_tf: Callable, eval_tf: Callable) -> Datasets:
     from torchvision.datasets import ImageFolder
 
     if not root.exists():
-        raise EdgevitError(f"dataset path {root} does not exist; pass an ImageFolder with train/ and val/, "
-                           f"or one of: digits, cifar10, cifar100, hf:NAME")
+        raise EdgevitError(
+            f"dataset path {root} does not exist; pass an ImageFolder with train/ and val/, "
+            f"or one of: digits, cifar10, cifar100, hf:NAME"
+        )
     val_dir = next((root / n for n in ("val", "validation", "test") if (root / n).is_dir()), None)
     if not (root / "train").is_dir() or val_dir is None:
-        raise EdgevitError(f"{root} is not an ImageFolder tree: it needs train/ and val/ subfolders, "
-                           f"one folder per class inside each")
+        raise EdgevitError(
+            f"{root} is not an ImageFolder tree: it needs train/ and val/ subfolders, one folder per class inside each"
+        )
     try:
         train, val = ImageFolder(root / "train"), ImageFolder(val_dir)
     except (FileNotFoundError, RuntimeError) as exc:
         raise EdgevitError(f"{root}: {exc}") from None
     if train.classes != val.classes:
-        raise EdgevitError(f"{root}: train/ and {val_dir.name}/ have different class folders "
-                           f"({len(train.classes)} vs {len(val.classes)}); make them match")
-    return Datasets(ImageList([p for p, _ in train.samples], train.targets, train_tf, load=Image.open),
-                    ImageList([p for p, _ in val.samples], val.targets, eval_tf, load=Image.open),
-                    list(train.classes))
+        raise EdgevitError(
+            f"{root}: train/ and {val_dir.name}/ have different class folders "
+            f"({len(train.classes)} vs {len(val.classes)}); make them match"
+        )
+    return Datasets(
+        ImageList([p for p, _ in train.samples], train.targets, train_tf, load=Image.open),
+        ImageList([p for p, _ in val.samples], val.targets, eval_tf, load=Image.open),
+        list(train.classes),
+    )
 
 
 def _cifar(spec: str, train_tf: Callable, eval_tf: Callable) -> Datasets:
@@ -194,13 +225,17 @@ def _cifar(spec: str, train_tf: Callable, eval_tf: Callable) -> Datasets:
             val = cls(str(root), train=False, download=True)
         except Exception:  # noqa: BLE001 - offline: any network error means "put the files there"
             folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
-            raise EdgevitError(f"{name} is not in {root} and could not be downloaded (offline?): put the "
-                               f"extracted '{folder}' folder in {root} or use {name}:ROOT") from None
+            raise EdgevitError(
+                f"{name} is not in {root} and could not be downloaded (offline?): put the "
+                f"extracted '{folder}' folder in {root} or use {name}:ROOT"
+            ) from None
         finally:
             socket.setdefaulttimeout(old)
-    return Datasets(ImageList(train.data, list(train.targets), train_tf, load=Image.fromarray),
-                    ImageList(val.data, list(val.targets), eval_tf, load=Image.fromarray),
-                    list(train.classes))
+    return Datasets(
+        ImageList(train.data, list(train.targets), train_tf, load=Image.fromarray),
+        ImageList(val.data, list(val.targets), eval_tf, load=Image.fromarray),
+        list(train.classes),
+    )
 
 
 def _huggingface(name: str, cfg: DataConfig, train_tf: Callable, eval_tf: Callable) -> Datasets:
@@ -217,23 +252,31 @@ def _huggingface(name: str, cfg: DataConfig, train_tf: Callable, eval_tf: Callab
         ds = hfd.DatasetDict(train=split["train"], validation=split["test"])
     val_name = next((n for n in ("validation", "val", "test") if n in ds), None)
     if "train" not in ds or val_name is None:
-        raise EdgevitError(f"Hugging Face dataset '{name}' needs a 'train' and a 'validation'/'test' split; "
-                           f"it has {list(ds)}")
+        raise EdgevitError(
+            f"Hugging Face dataset '{name}' needs a 'train' and a 'validation'/'test' split; it has {list(ds)}"
+        )
     feats = ds["train"].features
     image_col = cfg.image_column or next((k for k, f in feats.items() if isinstance(f, hfd.Image)), None)
     label_col = cfg.label_column or next((k for k, f in feats.items() if isinstance(f, hfd.ClassLabel)), None)
     if image_col not in feats or label_col not in feats:
-        raise EdgevitError(f"Hugging Face dataset '{name}': no image/label column found among {list(feats)}; "
-                           f"set data.image_column and data.label_column")
+        raise EdgevitError(
+            f"Hugging Face dataset '{name}': no image/label column found among {list(feats)}; "
+            f"set data.image_column and data.label_column"
+        )
     label_feat = feats[label_col]
     if isinstance(label_feat, hfd.ClassLabel):
         classes = list(label_feat.names)
     else:
         classes = [str(c) for c in sorted(set(ds["train"][label_col]))]
+
     def split(d: Any, tf: Callable) -> ImageList:
-        labels = list(d[label_col]) if isinstance(label_feat, hfd.ClassLabel) else \
-            [classes.index(str(v)) for v in d[label_col]]
+        labels = (
+            list(d[label_col])
+            if isinstance(label_feat, hfd.ClassLabel)
+            else [classes.index(str(v)) for v in d[label_col]]
+        )
         return ImageList(d.select_columns([image_col]), labels, tf, load=lambda row: _pil(row[image_col]))
+
     return Datasets(split(ds["train"], train_tf), split(ds[val_name], eval_tf), classes)
 
 

@@ -1,7 +1,7 @@
 """Teacher-logit cache: run the teacher once per (sample, augmentation), reuse it afterwards.
 
 Augmentation is made a pure function of (seed, round, sample) and the batch order and Mixup of
-(seed, round, batch) — see `engine.SeededAugment` — so the teacher's input for batch b of round r
+(seed, round, batch) — see `edgevit.train.sampling.SeededAugment` — so the teacher's input for batch b of round r
 is the same every time that round is replayed, in this run or a later one. For each round we keep
 the teacher's top-k logits (fp16) and indices plus the log-sum-exp of the full vector; the full
 logits are rebuilt with the missing probability mass spread evenly over the other classes (exact
@@ -68,9 +68,12 @@ class TeacherCache:
         if not parts:
             return
         sizes = [p[0].shape[0] for p in parts]
-        blob = {"values": torch.cat([p[0] for p in parts]), "indices": torch.cat([p[1] for p in parts]),
-                "lse": torch.cat([p[2] for p in parts]),
-                "offsets": torch.tensor([0] + list(torch.tensor(sizes).cumsum(0).tolist()))}
+        blob = {
+            "values": torch.cat([p[0] for p in parts]),
+            "indices": torch.cat([p[1] for p in parts]),
+            "lse": torch.cat([p[2] for p in parts]),
+            "offsets": torch.tensor([0] + list(torch.tensor(sizes).cumsum(0).tolist())),
+        }
         self.dir.mkdir(parents=True, exist_ok=True)
         torch_save(blob, self._path(rnd))
         self._loaded[rnd] = blob
@@ -83,4 +86,3 @@ class TeacherCache:
         fill = torch.minimum(fill, values.min(-1).values - 1e-3)  # keep the stored top-k on top
         out = fill[:, None].expand(-1, self.c).clone()
         return out.scatter_(1, indices, values)
-

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from edgevit.config import Recipe, StudentConfig, apply_overrides, load_recipe
+from edgevit.console import progress_bars
 from edgevit.errors import EdgevitError
 from edgevit.models.checkpoint import STUDENT_FILE
 from edgevit.paths import default_runs_dir, numbered_run_dir
@@ -19,15 +18,24 @@ from edgevit.runs import check_run_name
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", nargs="?", help="recipe name (edgevit recipes) or YAML path; default: quickstart")
-    p.add_argument("--teacher", action="append", metavar="NAME",
-                   help="timm teacher name; repeat for an ensemble; 'self' = the student's own architecture; run:NAME = an earlier run's student")
-    p.add_argument("--teacher-checkpoint", action="append", metavar="PATH", help="local teacher weights, one per --teacher")
+    p.add_argument(
+        "--teacher",
+        action="append",
+        metavar="NAME",
+        help="timm teacher name; repeat for an ensemble; 'self' = the student's own architecture; "
+        "run:NAME = an earlier run's student",
+    )
+    p.add_argument(
+        "--teacher-checkpoint", action="append", metavar="PATH", help="local teacher weights, one per --teacher"
+    )
     p.add_argument("--teacher-epochs", type=int, help="epochs to fine-tune a teacher whose head does not fit")
     p.add_argument("--no-pretrained", action="store_true", help="do not look for pretrained teacher weights")
     p.add_argument("--ensemble", choices=["logits", "probs"], help="how an ensemble combines its teachers")
     p.add_argument("--student", metavar="NAME", help="timm student name (e.g. deit_tiny_distilled_patch16_224)")
     p.add_argument("--student-checkpoint", metavar="PATH", help="initial student weights")
-    p.add_argument("--data", metavar="SPEC", help="digits | PATH (ImageFolder) | cifar10[:ROOT] | cifar100[:ROOT] | hf:NAME")
+    p.add_argument(
+        "--data", metavar="SPEC", help="digits | PATH (ImageFolder) | cifar10[:ROOT] | cifar100[:ROOT] | hf:NAME"
+    )
     p.add_argument("--img-size", type=int)
     p.add_argument("--patch-size", type=int)
     p.add_argument("--distillation", choices=["none", "soft", "hard"])
@@ -47,14 +55,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _overrides(a: argparse.Namespace) -> dict[str, Any]:
-    return {"teacher.names": a.teacher, "teacher.checkpoints": a.teacher_checkpoint,
-            "teacher.finetune_epochs": a.teacher_epochs, "teacher.pretrained": False if a.no_pretrained else None,
-            "teacher.ensemble": a.ensemble, "student.name": a.student, "student.checkpoint": a.student_checkpoint,
-            "student.patch_size": a.patch_size, "data.spec": a.data, "data.img_size": a.img_size,
-            "data.batch_size": a.batch_size, "data.workers": a.workers, "distill.type": a.distillation,
-            "distill.alpha": a.alpha, "distill.tau": a.tau, "distill.cache_teacher": a.cache_teacher,
-            "distill.cache_topk": a.cache_topk, "distill.cache_rounds": a.cache_rounds, "epochs": a.epochs,
-            "optim.lr": a.lr, "seed": a.seed, "amp": a.amp}
+    return {
+        "teacher.names": a.teacher,
+        "teacher.checkpoints": a.teacher_checkpoint,
+        "teacher.finetune_epochs": a.teacher_epochs,
+        "teacher.pretrained": False if a.no_pretrained else None,
+        "teacher.ensemble": a.ensemble,
+        "student.name": a.student,
+        "student.checkpoint": a.student_checkpoint,
+        "student.patch_size": a.patch_size,
+        "data.spec": a.data,
+        "data.img_size": a.img_size,
+        "data.batch_size": a.batch_size,
+        "data.workers": a.workers,
+        "distill.type": a.distillation,
+        "distill.alpha": a.alpha,
+        "distill.tau": a.tau,
+        "distill.cache_teacher": a.cache_teacher,
+        "distill.cache_topk": a.cache_topk,
+        "distill.cache_rounds": a.cache_rounds,
+        "epochs": a.epochs,
+        "optim.lr": a.lr,
+        "seed": a.seed,
+        "amp": a.amp,
+    }
 
 
 def resolve_recipe(a: argparse.Namespace) -> Recipe:
@@ -63,7 +87,9 @@ def resolve_recipe(a: argparse.Namespace) -> Recipe:
     recipe, _ = load_recipe(a.recipe)
     overrides = _overrides(a)
     if a.student and a.student != recipe.student.name:
-        recipe = recipe.model_copy(update={"student": StudentConfig(name=a.student, drop_path=recipe.student.drop_path)})
+        recipe = recipe.model_copy(
+            update={"student": StudentConfig(name=a.student, drop_path=recipe.student.drop_path)}
+        )
     return apply_overrides(recipe, overrides)
 
 
@@ -77,8 +103,10 @@ def resume_recipe(a: argparse.Namespace, run_dir: Path) -> Recipe:
     old, new = _flat(saved.model_dump(mode="json")), _flat(asked.model_dump(mode="json"))
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if changed:
-        raise EdgevitError(f"--resume continues {run_dir} with its own recipe ({run_dir / 'recipe.yaml'}), but "
-                           f"this command changes {', '.join(changed[:4])}; drop those flags or start a new run")
+        raise EdgevitError(
+            f"--resume continues {run_dir} with its own recipe ({run_dir / 'recipe.yaml'}), but "
+            f"this command changes {', '.join(changed[:4])}; drop those flags or start a new run"
+        )
     return saved
 
 
@@ -108,21 +136,6 @@ def _run_dir(out: str | None, recipe_name: str, resume: bool) -> Path:
     return numbered_run_dir(default_runs_dir(), check_run_name(recipe_name))
 
 
-@contextlib.contextmanager
-def progress_bars() -> Iterator[Callable[[str, int], Callable[..., None]]]:
-    """Rich progress bars with loss, accuracy and images/s; plain text when not on a terminal."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.1f}% {task.fields[ips]:.0f} img/s"),
-            TimeRemainingColumn()]
-    with Progress(*cols, transient=True, disable=not sys.stderr.isatty()) as bar:
-        def start(desc: str, total: int) -> Callable[..., None]:
-            task = bar.add_task(desc, total=total, loss=0.0, acc=0.0, ips=0.0)
-            return lambda done, **fields: bar.update(task, completed=done, **fields)
-        yield start
-
-
 def run(a: argparse.Namespace) -> int:
     import torch
 
@@ -138,25 +151,37 @@ def run(a: argparse.Namespace) -> int:
     torch.set_num_threads(threads)
     main = int(os.environ.get("RANK", "0")) == 0
     log = print if main else (lambda _m: None)
-    log(f"edgevit distill: {'resuming ' if a.resume else ''}recipe {recipe.name}, student {recipe.student.name}, "
+    log(
+        f"edgevit distill: {'resuming ' if a.resume else ''}recipe {recipe.name}, student {recipe.student.name}, "
         f"teacher {'+'.join(recipe.teacher.names) if recipe.distill.type != 'none' else '-'} "
-        f"({recipe.distill.type}), data {recipe.data.spec} at {recipe.data.img_size} px, {recipe.epochs} epochs -> {run_dir}")
-    from edgevit.distill.pipeline import distill
+        f"({recipe.distill.type}), data {recipe.data.spec} at {recipe.data.img_size} px, {recipe.epochs} epochs "
+        f"-> {run_dir}"
+    )
+    from edgevit.chain import run_recipe
 
     t0 = time.perf_counter()
     with progress_bars() as bars:
-        summary = distill(recipe, run_dir, resume=a.resume, log=log, progress=bars)
+        done = run_recipe(recipe, run_dir, resume=a.resume, log=log, progress=bars)
+    summary = done["distill"]
     if main:
         for t in summary.get("teachers", []):
             log(f"teacher  {t['name']:<28} {t['val_top1']:6.2f}% top-1 ({t['source']})")
-        heads = (f" (cls head {summary['val_top1_cls']:.2f}%, dist head {summary['val_top1_dist']:.2f}%)"
-                 if summary.get("val_top1_cls") is not None else "")
-        log(f"student  {summary['student']:<28} {summary['val_top1']:6.2f}% top-1{heads}, "
-            f"{summary['params_m']:.2f} M params, {summary['macs_g'] * 1000:.1f} M MACs, {summary['precision']}")
-        log(f"done in {time.perf_counter() - t0:.0f} s; run folder: {run_dir} (student.pt, metrics.jsonl, recipe.yaml); "
-            f"next: edgevit export {run_dir} --target openvino-cpu")
-        if recipe.prune is not None:  # the recipe goes on: distill -> prune -> recover
-            from edgevit.prune.command import prune_and_print
+        heads = (
+            f" (cls head {summary['val_top1_cls']:.2f}%, dist head {summary['val_top1_dist']:.2f}%)"
+            if summary.get("val_top1_cls") is not None
+            else ""
+        )
+        log(
+            f"student  {summary['student']:<28} {summary['val_top1']:6.2f}% top-1{heads}, "
+            f"{summary['params_m']:.2f} M params, {summary['macs_g'] * 1000:.1f} M MACs, {summary['precision']}"
+        )
+        log(
+            f"done in {time.perf_counter() - t0:.0f} s; run folder: {run_dir} "
+            "(student.pt, metrics.jsonl, recipe.yaml); "
+            f"next: edgevit export {run_dir} --target openvino-cpu"
+        )
+        if done["prune"] is not None:  # the recipe went on: distill -> prune -> recover
+            from edgevit.prune.command import print_summary
 
-            prune_and_print(run_dir, recipe.prune.model_dump())
+            print_summary(done["prune"], time.perf_counter() - t0)
     return 0

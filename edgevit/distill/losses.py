@@ -23,15 +23,20 @@ from torch import nn
 
 
 class DistillationLoss(nn.Module):
-    def __init__(self, base_criterion: nn.Module, distillation_type: str = "hard", alpha: float = 0.5,
-                 tau: float = 1.0):
+    def __init__(
+        self, base_criterion: nn.Module, distillation_type: str = "hard", alpha: float = 0.5, tau: float = 1.0
+    ):
         super().__init__()
         if distillation_type not in ("none", "soft", "hard"):
             raise ValueError(f"distillation_type must be none, soft or hard, not {distillation_type!r}")
         self.base_criterion, self.type, self.alpha, self.tau = base_criterion, distillation_type, alpha, tau
 
-    def parts(self, outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor], target: torch.Tensor,
-              teacher_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def parts(
+        self,
+        outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+        target: torch.Tensor,
+        teacher_logits: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(task loss on the class head, distillation loss on the distillation head or None)."""
         cls_out, dist_out = outputs if isinstance(outputs, tuple) else (outputs, None)
         teacher_labels = teacher_logits.argmax(-1) if teacher_logits is not None and self.type != "none" else None
@@ -53,8 +58,12 @@ class DistillationLoss(nn.Module):
         dist_out = dist_out.float()
         if self.type == "soft":
             t = self.tau
-            distill = F.kl_div(F.log_softmax(dist_out / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1),
-                               reduction="batchmean", log_target=True) * (t * t)
+            distill = F.kl_div(
+                F.log_softmax(dist_out / t, dim=-1),
+                F.log_softmax(teacher_logits / t, dim=-1),
+                reduction="batchmean",
+                log_target=True,
+            ) * (t * t)
         else:
             distill = F.cross_entropy(dist_out, teacher_labels)
         return base, distill
@@ -62,6 +71,10 @@ class DistillationLoss(nn.Module):
     def combine(self, task_loss: torch.Tensor, distill_loss: torch.Tensor | None) -> torch.Tensor:
         return task_loss if distill_loss is None else (1 - self.alpha) * task_loss + self.alpha * distill_loss
 
-    def forward(self, outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor], target: torch.Tensor,
-                teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+        target: torch.Tensor,
+        teacher_logits: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         return self.combine(*self.parts(outputs, target, teacher_logits))

@@ -44,14 +44,26 @@ TOOLS = ("executorch", "torchao", "coremltools")
 MODEL_FILE = "model.pte"
 DELEGATES = ("xnnpack", "coreml")
 _STRUCTURAL = {"getitem"}  # tuple access nodes: not ops that run anywhere
-QUANT_OPS = {"linear": torch.ops.aten.linear.default, "conv": torch.ops.aten.conv2d.default,
-             "add": torch.ops.aten.add.Tensor, "mul": torch.ops.aten.mul.Tensor, "cat": torch.ops.aten.cat.default,
-             "adaptive_avg_pool2d": torch.ops.aten.adaptive_avg_pool2d.default}
+QUANT_OPS = {
+    "linear": torch.ops.aten.linear.default,
+    "conv": torch.ops.aten.conv2d.default,
+    "add": torch.ops.aten.add.Tensor,
+    "mul": torch.ops.aten.mul.Tensor,
+    "cat": torch.ops.aten.cat.default,
+    "adaptive_avg_pool2d": torch.ops.aten.adaptive_avg_pool2d.default,
+}
 DEFAULT_QUANT_OPS = ("linear", "conv")
 
 
-def export(model: torch.nn.Module, sample: torch.Tensor, target: Target, precision: str,
-           calibration: np.ndarray | None, out_dir: Path, meta: dict[str, Any]) -> Artifact:
+def export(
+    model: torch.nn.Module,
+    sample: torch.Tensor,
+    target: Target,
+    precision: str,
+    calibration: np.ndarray | None,
+    out_dir: Path,
+    meta: dict[str, Any],
+) -> Artifact:
     from executorch.exir import to_edge_transform_and_lower
 
     if target.dynamic_batch:
@@ -63,15 +75,28 @@ def export(model: torch.nn.Module, sample: torch.Tensor, target: Target, precisi
         if precision == "int8":
             program, quant = _quantize(program, sample, target, calibration)
         if delegates[0] == "xnnpack":
-            program = program.run_decompositions({torch.ops.aten.scaled_dot_product_attention.default: _attention,
-                                                  torch.ops.aten.unbind.int: _unbind})
+            program = program.run_decompositions(
+                {torch.ops.aten.scaled_dot_product_attention.default: _attention, torch.ops.aten.unbind.int: _unbind}
+            )
         edge = to_edge_transform_and_lower(program, partitioner=[_partitioner(d, target, precision) for d in delegates])
         delegation = delegation_summary(edge.exported_program().graph_module)
         buffer = edge.to_executorch().buffer
     (out_dir / MODEL_FILE).write_bytes(buffer)
-    return Artifact("executorch", precision, out_dir, [MODEL_FILE], list(sample.shape), {
-        "delegates": delegates, "backends": delegation["backends"], "delegation": delegation,
-        "quantization": quant, "note": delegation["note"], "runtime": {}})
+    return Artifact(
+        "executorch",
+        precision,
+        out_dir,
+        [MODEL_FILE],
+        list(sample.shape),
+        {
+            "delegates": delegates,
+            "backends": delegation["backends"],
+            "delegation": delegation,
+            "quantization": quant,
+            "note": delegation["note"],
+            "runtime": {},
+        },
+    )
 
 
 @contextlib.contextmanager
@@ -88,8 +113,9 @@ def _delegates(target: Target, precision: str) -> list[str]:
     if not names or unknown:
         raise EdgevitError(f"executorch runtime.delegates must list some of {', '.join(DELEGATES)} (got {names})")
     if "coreml" in names and precision != "fp32":
-        raise EdgevitError("the Core ML delegate is fp32-only here (int8 uses XNNPACK's quantizer): "
-                           "use delegates: [xnnpack] for int8")
+        raise EdgevitError(
+            "the Core ML delegate is fp32-only here (int8 uses XNNPACK's quantizer): use delegates: [xnnpack] for int8"
+        )
     return names
 
 
@@ -104,15 +130,25 @@ def _partitioner(name: str, target: Target, precision: str) -> Any:
 
     deployment = str(target.runtime.get("minimum_deployment_target", "iOS16"))
     if not hasattr(ct.target, deployment):
-        raise EdgevitError(f"unknown Core ML deployment target {deployment!r} (known: {', '.join(ct.target.__members__)})")
-    specs = CoreMLBackend.generate_compile_specs(minimum_deployment_target=getattr(ct.target, deployment),
-                                                 compute_precision=ct.precision.FLOAT32)
+        raise EdgevitError(
+            f"unknown Core ML deployment target {deployment!r} (known: {', '.join(ct.target.__members__)})"
+        )
+    specs = CoreMLBackend.generate_compile_specs(
+        minimum_deployment_target=getattr(ct.target, deployment), compute_precision=ct.precision.FLOAT32
+    )
     return CoreMLPartitioner(compile_specs=specs)
 
 
-def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
-               dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
-               enable_gqa: bool = False) -> torch.Tensor:
+def _attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+) -> torch.Tensor:
     """Unmasked attention as plain bmm/softmax/bmm (what XNNPACK takes); anything else as torch does it."""
     sdpa = torch.ops.aten.scaled_dot_product_attention.default
     if attn_mask is not None or is_causal or enable_gqa or dropout_p:
@@ -130,16 +166,19 @@ def _unbind(x: torch.Tensor, dim: int = 0) -> list[torch.Tensor]:
     return [x.narrow(dim, i, 1).reshape(shape) for i in range(x.shape[dim])]
 
 
-def _quantize(program: Any, sample: torch.Tensor, target: Target,
-              calibration: np.ndarray | None) -> tuple[Any, dict[str, Any]]:
+def _quantize(
+    program: Any, sample: torch.Tensor, target: Target, calibration: np.ndarray | None
+) -> tuple[Any, dict[str, Any]]:
     """PT2E INT8 with XNNPACK's quantizer; returns the re-exported quantized program.
 
     Static INT8 quantizes the ops in `quantization.options.ops` (default linear and conv): the
     quantizer's global setting also quantizes residual adds, muls and cats, which costs a ViT much
     more accuracy (DeiT-Ti/224, random weights, top-1 agreement with FP32 on 128 photo crops: 46 %
     with all ops, 88 % with linear + conv; dynamic INT8 94.5 %)."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
-                                                                         get_symmetric_quantization_config)
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     q = target.quantization
@@ -148,8 +187,9 @@ def _quantize(program: Any, sample: torch.Tensor, target: Target,
     options = dict(q.options)
     ops = [str(o) for o in options.pop("ops", DEFAULT_QUANT_OPS)]
     if options or not ops or set(ops) - set(QUANT_OPS):
-        raise EdgevitError(f"executorch quantization.options takes only ops: a list of {', '.join(QUANT_OPS)} "
-                           f"(got {dict(q.options)})")
+        raise EdgevitError(
+            f"executorch quantization.options takes only ops: a list of {', '.join(QUANT_OPS)} (got {dict(q.options)})"
+        )
     dynamic = q.scheme == "dynamic"
     if not dynamic and (calibration is None or not len(calibration)):
         raise EdgevitError("executorch static INT8 needs calibration images (--calibration N, N >= 1)")
@@ -161,10 +201,16 @@ def _quantize(program: Any, sample: torch.Tensor, target: Target,
     batch = sample.shape[0]
     images = calibration if calibration is not None and not dynamic else sample.numpy()
     for i in range(0, len(images) - batch + 1, batch):  # the exported graph has a static batch
-        prepared(torch.from_numpy(np.ascontiguousarray(images[i:i + batch], dtype=np.float32)))
+        prepared(torch.from_numpy(np.ascontiguousarray(images[i : i + batch], dtype=np.float32)))
     converted = convert_pt2e(prepared)
-    info = {"scheme": q.scheme, "tool": "executorch XNNPACKQuantizer (PT2E)", "symmetric": True,
-            "per_channel": q.per_channel, "activations": "dynamic" if dynamic else "static int8", "ops": ops}
+    info = {
+        "scheme": q.scheme,
+        "tool": "executorch XNNPACKQuantizer (PT2E)",
+        "symmetric": True,
+        "per_channel": q.per_channel,
+        "activations": "dynamic" if dynamic else "static int8",
+        "ops": ops,
+    }
     return torch.export.export(converted, (sample,)), info
 
 
@@ -181,15 +227,27 @@ def delegation_summary(graph_module: torch.fx.GraphModule) -> dict[str, Any]:
     delegated = sum(v.delegated for v in ops.values())
     total = delegated + sum(v.non_delegated for v in ops.values())
     fallbacks = {names.get(k, k): v.non_delegated for k, v in sorted(ops.items()) if v.non_delegated}
-    backends = sorted({getattr(graph_module, n.target).backend_id for n in graph_module.graph.nodes
-                       if n.op == "get_attr" and n.name.startswith("lowered_module_")})
+    backends = sorted(
+        {
+            getattr(graph_module, n.target).backend_id
+            for n in graph_module.graph.nodes
+            if n.op == "get_attr" and n.name.startswith("lowered_module_")
+        }
+    )
     fraction = delegated / total if total else 0.0
     who = " + ".join(backends) or "no delegate"
     note = f"{who} took {delegated} of {total} ops ({fraction:.0%}) in {info.num_delegated_subgraphs} delegate call(s)"
     if fallbacks:
         note += "; fell back to portable kernels: " + ", ".join(f"{k} x{n}" for k, n in fallbacks.items())
-    return {"backends": backends, "delegated_ops": delegated, "total_ops": total, "fraction": round(fraction, 4),
-            "delegate_calls": info.num_delegated_subgraphs, "fallback_ops": fallbacks, "note": note}
+    return {
+        "backends": backends,
+        "delegated_ops": delegated,
+        "total_ops": total,
+        "fraction": round(fraction, 4),
+        "delegate_calls": info.num_delegated_subgraphs,
+        "fallback_ops": fallbacks,
+        "note": note,
+    }
 
 
 def _op_type(node_name: str) -> str:

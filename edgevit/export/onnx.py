@@ -14,9 +14,9 @@ import numpy as np
 import onnx
 import torch
 
+from edgevit.artifact import Artifact
 from edgevit.config import Target
 from edgevit.errors import EdgevitError
-from edgevit.artifact import Artifact
 
 PRECISIONS = ("fp32", "int8")
 TOOLS = ("torch", "onnx", "onnxruntime")
@@ -46,14 +46,29 @@ def to_onnx(model: torch.nn.Module, sample: torch.Tensor, path: Path, opset: int
     axes = {INPUT: {0: "batch"}, OUTPUT: {0: "batch"}} if dynamic_batch else None
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (sample,), str(path), dynamo=False, opset_version=opset,
-                          input_names=[INPUT], output_names=[OUTPUT], dynamic_axes=axes,
-                          do_constant_folding=True)
+        torch.onnx.export(
+            model,
+            (sample,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_axes=axes,
+            do_constant_folding=True,
+        )
     return path
 
 
-def export(model: torch.nn.Module, sample: torch.Tensor, target: Target, precision: str,
-           calibration: np.ndarray | None, out_dir: Path, meta: dict[str, Any]) -> Artifact:
+def export(
+    model: torch.nn.Module,
+    sample: torch.Tensor,
+    target: Target,
+    precision: str,
+    calibration: np.ndarray | None,
+    out_dir: Path,
+    meta: dict[str, Any],
+) -> Artifact:
     path = out_dir / MODEL_FILE
     if precision == "fp32":
         to_onnx(model, sample, path, target.opset, target.dynamic_batch)
@@ -62,14 +77,31 @@ def export(model: torch.nn.Module, sample: torch.Tensor, target: Target, precisi
         quantize(fp32, path, target, calibration)
         fp32.unlink()
     q = target.quantization
-    return Artifact("onnx", precision, out_dir, [MODEL_FILE], list(sample.shape), {
-        "opset": target.opset, "dynamic_batch": target.dynamic_batch,
-        "input_name": INPUT, "output_name": OUTPUT,
-        "quantization": None if precision == "fp32" else {"scheme": q.scheme, "format": "QDQ" if q.scheme == "static" else "QOperator",
-                                                           "per_channel": q.per_channel, "calibration_method": q.method or "minmax",
-                                                           "reduce_range": bool(q.options.get("reduce_range", True))},
-        "runtime": {k: v for k, v in target.runtime.items() if k in ("graph_optimization_level", "execution_provider")},
-    })
+    return Artifact(
+        "onnx",
+        precision,
+        out_dir,
+        [MODEL_FILE],
+        list(sample.shape),
+        {
+            "opset": target.opset,
+            "dynamic_batch": target.dynamic_batch,
+            "input_name": INPUT,
+            "output_name": OUTPUT,
+            "quantization": None
+            if precision == "fp32"
+            else {
+                "scheme": q.scheme,
+                "format": "QDQ" if q.scheme == "static" else "QOperator",
+                "per_channel": q.per_channel,
+                "calibration_method": q.method or "minmax",
+                "reduce_range": bool(q.options.get("reduce_range", True)),
+            },
+            "runtime": {
+                k: v for k, v in target.runtime.items() if k in ("graph_optimization_level", "execution_provider")
+            },
+        },
+    )
 
 
 def quantize(src: Path, dst: Path, target: Target, calibration: np.ndarray | None) -> None:
@@ -80,8 +112,15 @@ def quantize(src: Path, dst: Path, target: Target, calibration: np.ndarray | Non
     static INT8 leaves activation x activation MatMuls, i.e. attention, in float) and reduce_range
     (default true: 7-bit weights; onnxruntime's U8S8 kernels saturate on x86 CPUs without VNNI, e.g.
     AVX2-only ones, and the same artifact must run there: the tiny test DeiT lost 3.6 pt without it)."""
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quant_pre_process, quantize_dynamic, quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_dynamic,
+        quantize_static,
+    )
 
     q = target.quantization
     options = dict(q.options)
@@ -94,14 +133,24 @@ def quantize(src: Path, dst: Path, target: Target, calibration: np.ndarray | Non
     if q.scheme == "static" and keep_attention_float:
         exclude += activation_matmuls(onnx.load(str(pre)))
     if q.scheme == "dynamic":
-        quantize_dynamic(str(pre), str(dst), per_channel=q.per_channel, weight_type=QuantType.QInt8,
-                         reduce_range=reduce_range, op_types_to_quantize=op_types, nodes_to_exclude=exclude,
-                         extra_options=options)
+        quantize_dynamic(
+            str(pre),
+            str(dst),
+            per_channel=q.per_channel,
+            weight_type=QuantType.QInt8,
+            reduce_range=reduce_range,
+            op_types_to_quantize=op_types,
+            nodes_to_exclude=exclude,
+            extra_options=options,
+        )
     elif q.scheme == "static":
         if calibration is None or not len(calibration):
             raise EdgevitError("static INT8 needs calibration images (--calibration N, N >= 1)")
-        methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                   "percentile": CalibrationMethod.Percentile}
+        methods = {
+            "minmax": CalibrationMethod.MinMax,
+            "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile,
+        }
         method = (q.method or "minmax").lower()
         if method not in methods:
             raise EdgevitError(f"onnxruntime calibration method must be one of {', '.join(methods)} (got {q.method!r})")
@@ -109,16 +158,26 @@ def quantize(src: Path, dst: Path, target: Target, calibration: np.ndarray | Non
 
         class Reader(CalibrationDataReader):
             def __init__(self) -> None:
-                self.chunks = iter([calibration[i:i + batch] for i in range(0, len(calibration), batch)])
+                self.chunks = iter([calibration[i : i + batch] for i in range(0, len(calibration), batch)])
 
             def get_next(self) -> dict[str, np.ndarray] | None:
                 x = next(self.chunks, None)
                 return None if x is None else {INPUT: np.ascontiguousarray(x, dtype=np.float32)}
 
-        quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=q.per_channel,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range,
-                        calibrate_method=methods[method], op_types_to_quantize=op_types,
-                        nodes_to_exclude=exclude, extra_options=options)
+        quantize_static(
+            str(pre),
+            str(dst),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=q.per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            reduce_range=reduce_range,
+            calibrate_method=methods[method],
+            op_types_to_quantize=op_types,
+            nodes_to_exclude=exclude,
+            extra_options=options,
+        )
     else:
         raise EdgevitError(f"onnx INT8 supports the quantization schemes static and dynamic (got {q.scheme})")
     pre.unlink()

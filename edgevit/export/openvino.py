@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgevit.artifact import Artifact
 from edgevit.config import Target
 from edgevit.errors import EdgevitError
-from edgevit.artifact import Artifact
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 TOOLS = ("openvino", "nncf")
@@ -31,8 +31,15 @@ INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f3
 QUANT_OPTIONS = ("preset", "ignored_types", "ignored_patterns", "smooth_quant_alpha")
 
 
-def export(model: torch.nn.Module, sample: torch.Tensor, target: Target, precision: str,
-           calibration: np.ndarray | None, out_dir: Path, meta: dict[str, Any]) -> Artifact:
+def export(
+    model: torch.nn.Module,
+    sample: torch.Tensor,
+    target: Target,
+    precision: str,
+    calibration: np.ndarray | None,
+    out_dir: Path,
+    meta: dict[str, Any],
+) -> Artifact:
     ov_model = convert(model, sample, target)
     quant = None
     if precision == "int8":
@@ -53,8 +60,15 @@ def convert(model: torch.nn.Module, sample: torch.Tensor, target: Target) -> Any
     return ov_model
 
 
-def save(ov_model: Any, out_dir: Path, sample: torch.Tensor, target: Target, precision: str,
-         quant: dict[str, Any] | None, hint: str | None = None) -> Artifact:
+def save(
+    ov_model: Any,
+    out_dir: Path,
+    sample: torch.Tensor,
+    target: Target,
+    precision: str,
+    quant: dict[str, Any] | None,
+    hint: str | None = None,
+) -> Artifact:
     """Write the IR and the runtime settings it is meant to run with (`hint` overrides the default)."""
     import openvino as ov
 
@@ -63,15 +77,26 @@ def save(ov_model: Any, out_dir: Path, sample: torch.Tensor, target: Target, pre
     default_hint = INFERENCE_PRECISION[precision]
     if precision == "int8" and has_bf16(device):
         default_hint = "bf16"
-    runtime = {"device": device,
-               "INFERENCE_PRECISION_HINT": hint or str(target.runtime.get("inference_precision", default_hint))}
+    runtime = {
+        "device": device,
+        "INFERENCE_PRECISION_HINT": hint or str(target.runtime.get("inference_precision", default_hint)),
+    }
     if "performance_hint" in target.runtime:
         runtime["PERFORMANCE_HINT"] = str(target.runtime["performance_hint"]).upper()
-    return Artifact("openvino", precision, out_dir, [MODEL_FILE, WEIGHTS_FILE], list(sample.shape), {
-        "input_name": "input", "output_name": "logits",
-        "weights": "fp16" if precision in ("fp16", "bf16") else ("int8" if precision == "int8" else "fp32"),
-        "quantization": quant, "runtime": runtime,
-    })
+    return Artifact(
+        "openvino",
+        precision,
+        out_dir,
+        [MODEL_FILE, WEIGHTS_FILE],
+        list(sample.shape),
+        {
+            "input_name": "input",
+            "output_name": "logits",
+            "weights": "fp16" if precision in ("fp16", "bf16") else ("int8" if precision == "int8" else "fp32"),
+            "quantization": quant,
+            "runtime": runtime,
+        },
+    )
 
 
 def has_bf16(device: str = "CPU") -> bool:
@@ -80,7 +105,9 @@ def has_bf16(device: str = "CPU") -> bool:
     return "BF16" in _capabilities(ov.Core(), device)
 
 
-def _quantize(ov_model: Any, model: torch.nn.Module, target: Target, calibration: np.ndarray | None) -> tuple[Any, dict]:
+def _quantize(
+    ov_model: Any, model: torch.nn.Module, target: Target, calibration: np.ndarray | None
+) -> tuple[Any, dict]:
     """NNCF PTQ; transformer model type (keeps LayerNorm/Softmax/GELU in float) when the model has attention."""
     import nncf
 
@@ -92,11 +119,17 @@ def _quantize(ov_model: Any, model: torch.nn.Module, target: Target, calibration
     model_type = model_type_of(nncf, model)
     has_attention = model_type is not None
     batch = 1 if ov_model.inputs[0].get_partial_shape()[0].is_static else len(calibration)
-    data = nncf.Dataset([calibration[i:i + batch] for i in range(0, len(calibration), batch)])
-    quantized = nncf.quantize(ov_model, data, model_type=model_type, subset_size=len(calibration),
-                              **_nncf_options(nncf, q.options))
-    return quantized, {"scheme": "static", "tool": "nncf", "model_type": "transformer" if has_attention else "default",
-                       "subset_size": len(calibration), "options": dict(q.options)}
+    data = nncf.Dataset([calibration[i : i + batch] for i in range(0, len(calibration), batch)])
+    quantized = nncf.quantize(
+        ov_model, data, model_type=model_type, subset_size=len(calibration), **_nncf_options(nncf, q.options)
+    )
+    return quantized, {
+        "scheme": "static",
+        "tool": "nncf",
+        "model_type": "transformer" if has_attention else "default",
+        "subset_size": len(calibration),
+        "options": dict(q.options),
+    }
 
 
 def model_type_of(nncf: Any, model: torch.nn.Module) -> Any:
@@ -108,7 +141,9 @@ def _nncf_options(nncf: Any, options: dict[str, Any]) -> dict[str, Any]:
     """quantization.options (YAML) -> nncf.quantize keyword arguments."""
     unknown = sorted(set(options) - set(QUANT_OPTIONS))
     if unknown:
-        raise EdgevitError(f"unknown openvino quantization option(s) {', '.join(unknown)} (allowed: {', '.join(QUANT_OPTIONS)})")
+        raise EdgevitError(
+            f"unknown openvino quantization option(s) {', '.join(unknown)} (allowed: {', '.join(QUANT_OPTIONS)})"
+        )
     kwargs: dict[str, Any] = {}
     if options.get("preset") is not None:
         presets = [p.value for p in nncf.QuantizationPreset]
@@ -120,9 +155,11 @@ def _nncf_options(nncf: Any, options: dict[str, Any]) -> dict[str, Any]:
         kwargs["ignored_scope"] = nncf.IgnoredScope(types=types, patterns=patterns, validate=False)
     if options.get("smooth_quant_alpha") is not None:
         from nncf.quantization.advanced_parameters import AdvancedSmoothQuantParameters
+
         alpha = float(options["smooth_quant_alpha"])  # the non-deprecated form of smooth_quant_alpha=alpha
         kwargs["advanced_parameters"] = nncf.AdvancedQuantizationParameters(
-            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=alpha))
+            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=alpha)
+        )
     return kwargs
 
 

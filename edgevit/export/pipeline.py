@@ -26,9 +26,9 @@ import torch
 from edgevit.artifact import Artifact
 from edgevit.config import Target, load_target
 from edgevit.errors import EdgevitError
-from edgevit.files import atomic_dir, disk_error, replace_dir
 from edgevit.export.registry import format_module, missing_package
 from edgevit.export.verify import Verification, verify
+from edgevit.files import atomic_dir, disk_error, replace_dir
 from edgevit.models.checkpoint import STUDENT_FILE, load_student
 
 EXPORTS_DIR = "exports"
@@ -68,18 +68,32 @@ def tool_versions(tools: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def timed_export(fmt: str, model: torch.nn.Module, sample: torch.Tensor, target: Target, precision: str,
-                 calibration: np.ndarray | None, out_dir: Path, meta: dict[str, Any]) -> tuple[Artifact, float]:
+def timed_export(
+    fmt: str,
+    model: torch.nn.Module,
+    sample: torch.Tensor,
+    target: Target,
+    precision: str,
+    calibration: np.ndarray | None,
+    out_dir: Path,
+    meta: dict[str, Any],
+) -> tuple[Artifact, float]:
     """Run one format's exporter; a converter failure becomes one line naming the format and op."""
     module = format_module(fmt)
     if precision not in module.PRECISIONS:
         raise EdgevitError(f"{fmt} export supports {', '.join(module.PRECISIONS)} (asked for {precision})")
-    return run_converter(fmt, precision, lambda: module.export(model, sample, target, precision, calibration, out_dir, meta),
-                         module.TOOLS, out_dir)
+    return run_converter(
+        fmt,
+        precision,
+        lambda: module.export(model, sample, target, precision, calibration, out_dir, meta),
+        module.TOOLS,
+        out_dir,
+    )
 
 
-def run_converter(fmt: str, precision: str, convert: Callable[[], Artifact], tools: tuple[str, ...],
-                  out_dir: Path | None = None) -> tuple[Artifact, float]:
+def run_converter(
+    fmt: str, precision: str, convert: Callable[[], Artifact], tools: tuple[str, ...], out_dir: Path | None = None
+) -> tuple[Artifact, float]:
     """Time `convert()`; a converter failure becomes one line naming the format and op (a full disk
     under `out_dir` says so instead)."""
     start = time.perf_counter()
@@ -137,26 +151,34 @@ class RunInputs:
             raise EdgevitError(f"verify_images must be >= 1 (got {verify_images})")
         model, meta = load_student(run_dir)
         size = size or int(meta["img_size"])
-        ds = build_datasets({**dict(meta["data"]), "img_size": size}, None, mean=tuple(meta["mean"]),
-                            std=tuple(meta["std"]), crop_pct=meta.get("crop_pct"))
+        ds = build_datasets(
+            {**dict(meta["data"]), "img_size": size},
+            None,
+            mean=tuple(meta["mean"]),
+            std=tuple(meta["std"]),
+            crop_pct=meta.get("crop_pct"),
+        )
         idx = np.arange(len(ds.val))
         if len(idx) > verify_images:
             idx = np.sort(np.random.default_rng(0).permutation(len(ds.val))[:verify_images])
         val_x, val_y = _images(ds.val, idx)
         try:
             with torch.inference_mode():
-                reference = np.concatenate([model(torch.from_numpy(val_x[i:i + 256])).numpy()
-                                            for i in range(0, len(val_x), 256)])
+                reference = np.concatenate(
+                    [model(torch.from_numpy(val_x[i : i + 256])).numpy() for i in range(0, len(val_x), 256)]
+                )
         except Exception as exc:  # noqa: BLE001 - shape errors come in many types
-            raise EdgevitError(f"the student of {run_dir.name} cannot take {size}x{size} inputs "
-                               f"({str(exc).splitlines()[0][:120]}); drop the target's input_size or set it to "
-                               f"{meta['img_size']}") from None
+            raise EdgevitError(
+                f"the student of {run_dir.name} cannot take {size}x{size} inputs "
+                f"({str(exc).splitlines()[0][:120]}); drop the target's input_size or set it to "
+                f"{meta['img_size']}"
+            ) from None
         return cls(run_dir, model, meta, size, val_x, val_y, reference, ds.train)
 
     def calibration(self, n: int) -> np.ndarray:
         """n training images in a seeded order (the same n images every time)."""
         if n < 1:
-            raise EdgevitError(f"--calibration must be >= 1 (got {n})")
+            raise EdgevitError(f"calibration must be >= 1 training image (got {n})", "calibration")
         if n not in self._calibration:
             order = np.random.default_rng(0).permutation(len(self.train))[: min(n, len(self.train))]
             self._calibration[n] = _images(self.train, order)[0]
@@ -181,8 +203,21 @@ class InputsCache:
         return self._items[key]
 
 
-def resolve_target(target: str | Target, precision: str | None, scheme: str | None,
-                   dynamic_batch: bool | None) -> tuple[Target, str, str]:
+def check_calibration(calibration: int | None) -> None:
+    """None means the target's own count; anything else must be a count of images (0 is not "the default")."""
+    if calibration is not None and (
+        isinstance(calibration, bool) or not isinstance(calibration, int) or calibration < 1
+    ):
+        raise EdgevitError(
+            f"calibration must be a whole number of training images >= 1 (got {calibration!r}); "
+            "leave it out for the target's own count",
+            "calibration",
+        )
+
+
+def resolve_target(
+    target: str | Target, precision: str | None, scheme: str | None, dynamic_batch: bool | None
+) -> tuple[Target, str, str]:
     """(target with the overrides applied, precision, the artifact folder's name)."""
     tgt = target if isinstance(target, Target) else load_target(target)
     precision = precision or tgt.precision
@@ -201,10 +236,18 @@ def resolve_target(target: str | Target, precision: str | None, scheme: str | No
     return (tgt.model_copy(update=updates) if updates else tgt), precision, folder
 
 
-def export_run(run_dir: str | Path, target: str | Target, precision: str | None = None, *,
-               calibration: int | None = None, ledger: bool = True, scheme: str | None = None,
-               dynamic_batch: bool | None = None, verify_images: int = 2000,
-               inputs: RunInputs | InputsCache | None = None) -> ExportResult:
+def export_run(
+    run_dir: str | Path,
+    target: str | Target,
+    precision: str | None = None,
+    *,
+    calibration: int | None = None,
+    ledger: bool = True,
+    scheme: str | None = None,
+    dynamic_batch: bool | None = None,
+    verify_images: int = 2000,
+    inputs: RunInputs | InputsCache | None = None,
+) -> ExportResult:
     """Export `run_dir`'s student for `target` (name, alias, path or Target) and verify it.
 
     `calibration` is the number of training images for INT8 (default: the target's); `scheme`
@@ -214,6 +257,7 @@ def export_run(run_dir: str | Path, target: str | Target, precision: str | None 
     student and images across exports. Writes `runs/<run>/exports/<target>/<folder>/` and a ledger row.
     """
     run_dir = Path(run_dir)
+    check_calibration(calibration)
     tgt, precision, folder = resolve_target(target, precision, scheme, dynamic_batch)
     if isinstance(inputs, InputsCache):
         inputs = inputs.get(run_dir, tgt.input_size)
@@ -232,8 +276,11 @@ def export_run(run_dir: str | Path, target: str | Target, precision: str | None 
 
 def _export(inputs: RunInputs, tgt: Target, precision: str, folder: str, calibration: int | None) -> ExportResult:
     inp = ExportInputs.of(inputs, tgt, precision, folder, calibration)
-    return write_export(inp, lambda out: timed_export(tgt.format, inp.model, inp.sample, tgt, precision,
-                                                      inp.calibration, out, inp.meta), ledger=False)
+    return write_export(
+        inp,
+        lambda out: timed_export(tgt.format, inp.model, inp.sample, tgt, precision, inp.calibration, out, inp.meta),
+        ledger=False,
+    )
 
 
 @dataclass
@@ -257,24 +304,48 @@ class ExportInputs:
         calib = None
         if precision == "int8" and tgt.quantization.scheme == "static":
             calib = inputs.calibration(calibration or tgt.quantization.calibration_samples)
-        return cls(inputs.run_dir, tgt, precision, folder, inputs.model, inputs.meta, inputs.sample(tgt.batch),
-                   inputs.val_x, inputs.val_y, calib, inputs.reference)
+        return cls(
+            inputs.run_dir,
+            tgt,
+            precision,
+            folder,
+            inputs.model,
+            inputs.meta,
+            inputs.sample(tgt.batch),
+            inputs.val_x,
+            inputs.val_y,
+            calib,
+            inputs.reference,
+        )
 
     @property
     def torch_top1(self) -> float:
         return round(float((self.reference.argmax(1) == self.val_y).mean() * 100), 2)
 
 
-def prepare_export(run_dir: str | Path, target: str | Target, precision: str | None = None,
-                   calibration: int | None = None, scheme: str | None = None, dynamic_batch: bool | None = None,
-                   verify_images: int = 2000) -> ExportInputs:
+def prepare_export(
+    run_dir: str | Path,
+    target: str | Target,
+    precision: str | None = None,
+    calibration: int | None = None,
+    scheme: str | None = None,
+    dynamic_batch: bool | None = None,
+    verify_images: int = 2000,
+) -> ExportInputs:
     """Load a run's student, validation images (and PyTorch's logits on them) and calibration images."""
+    check_calibration(calibration)
     tgt, precision, folder = resolve_target(target, precision, scheme, dynamic_batch)
     return ExportInputs.of(RunInputs.load(run_dir, tgt.input_size, verify_images), tgt, precision, folder, calibration)
 
 
-def write_export(inp: ExportInputs, build: Callable[[Path], tuple[Artifact, float]], *, ledger: bool = True,
-                 max_drop: float | None = None, method: str | None = None) -> ExportResult:
+def write_export(
+    inp: ExportInputs,
+    build: Callable[[Path], tuple[Artifact, float]],
+    *,
+    ledger: bool = True,
+    max_drop: float | None = None,
+    method: str | None = None,
+) -> ExportResult:
     """Build into a temp folder, complete the manifest, verify, rename into place; record in the ledger.
 
     `max_drop` (top-1 points) replaces verify's INT8 rule (a tuned artifact is held to the drop it was
@@ -288,14 +359,23 @@ def write_export(inp: ExportInputs, build: Callable[[Path], tuple[Artifact, floa
         with atomic_dir(staged) as tmp:
             artifact, seconds = build(tmp)
             artifact.manifest = {  # the exporter's own fields win (e.g. a full-integer model's int8 input)
-                "target": tgt.name, "device_name": tgt.device_name, "model_name": meta["model_name"],
-                "layout": "NCHW", "input_dtype": "float32", "img_size": int(inp.sample.shape[-1]),
-                "mean": list(meta["mean"]), "std": list(meta["std"]), "crop_pct": meta.get("crop_pct"),
-                "class_names": list(meta["class_names"]), "num_classes": len(meta["class_names"]),
+                "target": tgt.name,
+                "device_name": tgt.device_name,
+                "model_name": meta["model_name"],
+                "layout": "NCHW",
+                "input_dtype": "float32",
+                "img_size": int(inp.sample.shape[-1]),
+                "mean": list(meta["mean"]),
+                "std": list(meta["std"]),
+                "crop_pct": meta.get("crop_pct"),
+                "class_names": list(meta["class_names"]),
+                "num_classes": len(meta["class_names"]),
                 "source_checkpoint": {"file": str(run_dir / STUDENT_FILE), "sha256": meta["sha256"]},
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "export_seconds": round(seconds, 3), "calibration_images": None if calib is None else len(calib),
-                **artifact.manifest}
+                "export_seconds": round(seconds, 3),
+                "calibration_images": None if calib is None else len(calib),
+                **artifact.manifest,
+            }
             check = verify(artifact, inp.val_x, inp.val_y, inp.reference, max_drop=max_drop)
             artifact.manifest["verification"] = check.to_dict()
             artifact.write_manifest()
@@ -319,11 +399,22 @@ def _record(run_dir: Path, tgt: Target, precision: str, result: ExportResult, me
     int8, check = precision == "int8", result.verification
     quant = result.artifact.manifest.get("quantization") or {}
     Ledger(run_dir.parent).record_export(
-        run_dir.name, target=tgt.name, format=tgt.format, precision=precision,
-        scheme=tgt.quantization.scheme if int8 else None, method=(method or quant.get("method", "ptq")) if int8 else None,
-        path=result.artifact.directory, size_bytes=result.artifact.size_bytes(), seconds=round(result.seconds, 3),
-        verified=check.verified, agreement=check.agreement, max_abs_diff=check.max_abs_diff, top1=check.top1,
-        note=check.note, extra={"folder": result.artifact.directory.name, "float_layers": quant.get("float_layers")})
+        run_dir.name,
+        target=tgt.name,
+        format=tgt.format,
+        precision=precision,
+        scheme=tgt.quantization.scheme if int8 else None,
+        method=(method or quant.get("method", "ptq")) if int8 else None,
+        path=result.artifact.directory,
+        size_bytes=result.artifact.size_bytes(),
+        seconds=round(result.seconds, 3),
+        verified=check.verified,
+        agreement=check.agreement,
+        max_abs_diff=check.max_abs_diff,
+        top1=check.top1,
+        note=check.note,
+        extra={"folder": result.artifact.directory.name, "float_layers": quant.get("float_layers")},
+    )
 
 
 def _record_failure(run_dir: Path, tgt: Target, precision: str, exc: BaseException) -> None:
@@ -332,8 +423,14 @@ def _record_failure(run_dir: Path, tgt: Target, precision: str, exc: BaseExcepti
 
     try:
         Ledger(run_dir.parent).record_export(
-            run_dir.name, target=tgt.name, format=tgt.format, precision=precision,
-            scheme=tgt.quantization.scheme if precision == "int8" else None, verified=False,
-            note=f"failed: {failure_reason(exc)}", extra={"status": "failed"})
+            run_dir.name,
+            target=tgt.name,
+            format=tgt.format,
+            precision=precision,
+            scheme=tgt.quantization.scheme if precision == "int8" else None,
+            verified=False,
+            note=f"failed: {failure_reason(exc)}",
+            extra={"status": "failed"},
+        )
     except Exception:  # noqa: BLE001
         pass

@@ -37,5 +37,7 @@ def format_module(fmt: str) -> ModuleType:
 def missing_package(fmt: str, package: str | None) -> EdgevitError:
     """The one line for a converter package that is not installed, naming the extra that installs it."""
     extra = FORMATS[fmt][1] if fmt in FORMATS else "all"
-    return EdgevitError(f"{fmt} export needs the package '{package}': pip install 'edgevit[{extra}]' "
-                        f"(in a checkout: pip install -e '.[{extra}]')")
+    return EdgevitError(
+        f"{fmt} export needs the package '{package}': pip install 'edgevit[{extra}]' "
+        f"(in a checkout: pip install -e '.[{extra}]')"
+    )

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgevit.artifact import Artifact
 from edgevit.config import Target
 from edgevit.errors import EdgevitError
-from edgevit.artifact import Artifact
-from edgevit.export.onnx import INPUT, OUTPUT, to_onnx
+from edgevit.export.onnx import to_onnx
 from edgevit.profile.trtexec import trtexec_command
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -37,8 +37,15 @@ TOOLS = ("onnx", "onnxruntime", "polygraphy", "onnx-graphsurgeon", "nvidia-model
 MODEL_FILE, ENGINE_FILE, SCRIPT_FILE = "model.onnx", "model.engine", "build_engine.sh"
 
 
-def export(model: torch.nn.Module, sample: torch.Tensor, target: Target, precision: str,
-           calibration: np.ndarray | None, out_dir: Path, meta: dict[str, Any]) -> Artifact:
+def export(
+    model: torch.nn.Module,
+    sample: torch.Tensor,
+    target: Target,
+    precision: str,
+    calibration: np.ndarray | None,
+    out_dir: Path,
+    meta: dict[str, Any],
+) -> Artifact:
     import onnx
 
     folded = folded_onnx(model, sample, target, out_dir)
@@ -69,21 +76,27 @@ def folded_onnx(model: torch.nn.Module, sample: torch.Tensor, target: Target, ou
     return folded
 
 
-def package(path: Path, out_dir: Path, sample: torch.Tensor, target: Target, precision: str,
-            quant: dict[str, Any] | None) -> Artifact:
+def package(
+    path: Path, out_dir: Path, sample: torch.Tensor, target: Target, precision: str, quant: dict[str, Any] | None
+) -> Artifact:
     """Lint the ONNX at `path`, write build_engine.sh (and the engine where TensorRT exists): the artifact."""
     import onnx
 
     lint = polygraphy_lint(path)
     graph = onnx.load(str(path))
     layernorms = [n.name for n in graph.graph.node if n.op_type == "LayerNormalization"]
-    build = {"precision": precision, "fp32_layers": layernorms if precision != "fp32" else [],
-             "workspace_mb": int(target.runtime.get("workspace_mb", 1024)),
-             "use_dla": bool(target.runtime.get("use_dla", False))}
+    build = {
+        "precision": precision,
+        "fp32_layers": layernorms if precision != "fp32" else [],
+        "workspace_mb": int(target.runtime.get("workspace_mb", 1024)),
+        "use_dla": bool(target.runtime.get("use_dla", False)),
+    }
     command = trtexec_command(target.device.tool or "trtexec", **build)
     script = out_dir / SCRIPT_FILE
-    script.write_text("#!/bin/sh\n# Build the TensorRT engine on the device, next to this file.\n"
-                      "set -e\ncd \"$(dirname \"$0\")\"\n" + shlex.join(command) + "\n")
+    script.write_text(
+        "#!/bin/sh\n# Build the TensorRT engine on the device, next to this file.\n"
+        'set -e\ncd "$(dirname "$0")"\n' + shlex.join(command) + "\n"
+    )
     script.chmod(0o755)
     files = [MODEL_FILE, SCRIPT_FILE]
     engine_note = "not built here: TensorRT is not installed; run build_engine.sh on the device"
@@ -91,17 +104,30 @@ def package(path: Path, out_dir: Path, sample: torch.Tensor, target: Target, pre
         build_engine(path, out_dir / ENGINE_FILE, precision, layernorms, int(target.runtime.get("workspace_mb", 1024)))
         files.append(ENGINE_FILE)
         engine_note = "built here with the TensorRT Python API (not run here)"
-    return Artifact("tensorrt", precision, out_dir, files, list(sample.shape), {
-        "opset": int(graph.opset_import[0].version), "input_name": graph.graph.input[0].name,
-        "output_name": graph.graph.output[0].name,
-        "quantization": quant, "trtexec": shlex.join(command), "trtexec_build": build, "engine": engine_note,
-        "fp32_layers": layernorms if precision != "fp32" else [], "polygraphy_lint": lint,
-        "runtime": {},
-    })
+    return Artifact(
+        "tensorrt",
+        precision,
+        out_dir,
+        files,
+        list(sample.shape),
+        {
+            "opset": int(graph.opset_import[0].version),
+            "input_name": graph.graph.input[0].name,
+            "output_name": graph.graph.output[0].name,
+            "quantization": quant,
+            "trtexec": shlex.join(command),
+            "trtexec_build": build,
+            "engine": engine_note,
+            "fp32_layers": layernorms if precision != "fp32" else [],
+            "polygraphy_lint": lint,
+            "runtime": {},
+        },
+    )
 
 
-def _quantize(src: Path, dst: Path, target: Target, calibration: np.ndarray | None,
-              nodes_to_exclude: list[str] | None = None) -> dict[str, Any]:
+def _quantize(
+    src: Path, dst: Path, target: Target, calibration: np.ndarray | None, nodes_to_exclude: list[str] | None = None
+) -> dict[str, Any]:
     """ModelOpt INT8 Q/DQ on the CPU; calibration method from the target (entropy | max).
 
     `nodes_to_exclude`: ONNX node names kept in float (ModelOpt takes regexes; these are escaped)."""
@@ -113,42 +139,69 @@ def _quantize(src: Path, dst: Path, target: Target, calibration: np.ndarray | No
     if method == "minmax":
         method = "max"
     if method not in ("entropy", "max"):
-        raise EdgevitError(f"ModelOpt INT8 calibration method must be entropy or max (got {target.quantization.method!r})")
+        raise EdgevitError(
+            f"ModelOpt INT8 calibration method must be entropy or max (got {target.quantization.method!r})"
+        )
     calib = src.with_name("calibration.npy")
     np.save(calib, np.ascontiguousarray(calibration, np.float32))
     # ModelOpt patches onnxruntime's calibrator for the whole process, which then breaks later
     # onnxruntime quantization (the onnx target's INT8): run it in a fresh process.
     options = dict(target.quantization.options)
     if nodes_to_exclude:
-        options["nodes_to_exclude"] = [*options.get("nodes_to_exclude", []), *(f"^{re.escape(n)}$" for n in nodes_to_exclude)]
+        options["nodes_to_exclude"] = [
+            *options.get("nodes_to_exclude", []),
+            *(f"^{re.escape(n)}$" for n in nodes_to_exclude),
+        ]
     args = json.dumps([str(src), str(dst), str(calib), method, options])
-    code = "import json, sys; from edgevit.export.tensorrt import _modelopt_int8; _modelopt_int8(*json.loads(sys.argv[1]))"
+    code = (
+        "import json, sys; from edgevit.export.tensorrt import _modelopt_int8; _modelopt_int8(*json.loads(sys.argv[1]))"
+    )
     proc = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True)
     calib.unlink()
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         raise RuntimeError(f"ModelOpt INT8 quantization failed: {lines[-1] if lines else proc.returncode}")
-    return {"scheme": "static", "tool": "nvidia-modelopt", "format": "QDQ (TensorRT explicit quantization)",
-            "calibration_method": method, "calibration_images": len(calibration)}
+    return {
+        "scheme": "static",
+        "tool": "nvidia-modelopt",
+        "format": "QDQ (TensorRT explicit quantization)",
+        "calibration_method": method,
+        "calibration_images": len(calibration),
+    }
 
 
 def _modelopt_int8(src: str, dst: str, calibration: str, method: str, options: dict[str, Any]) -> None:
     from modelopt.onnx.quantization import quantize
 
-    quantize(onnx_path=src, quantize_mode="int8", calibration_data=np.load(calibration), calibration_method=method,
-             calibration_eps=["cpu"], output_path=dst, high_precision_dtype="fp32", log_level="ERROR", **options)
+    quantize(
+        onnx_path=src,
+        quantize_mode="int8",
+        calibration_data=np.load(calibration),
+        calibration_method=method,
+        calibration_eps=["cpu"],
+        output_path=dst,
+        high_precision_dtype="fp32",
+        log_level="ERROR",
+        **options,
+    )
 
 
 def polygraphy_lint(path: Path) -> str:
     """`polygraphy check lint`: a model TensorRT's parser would reject fails here, not on the device."""
     exe = Path(sys.executable).with_name("polygraphy")
     report = path.with_name("lint.json")
-    proc = subprocess.run([str(exe), "check", "lint", str(path), "-o", str(report)], capture_output=True, text=True,
-                          env={**os.environ, "POLYGRAPHY_AUTOINSTALL_DEPS": "0"})
+    proc = subprocess.run(
+        [str(exe), "check", "lint", str(path), "-o", str(report)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "POLYGRAPHY_AUTOINSTALL_DEPS": "0"},
+    )
     report.unlink(missing_ok=True)
     if proc.returncode != 0:
         failed = [line for line in proc.stdout.splitlines() + proc.stderr.splitlines() if "[E]" in line]
-        raise EdgevitError(f"polygraphy lint rejects {path.name}: {(failed or ['see polygraphy check lint'])[0].strip()}")
+        raise EdgevitError(
+            f"polygraphy lint rejects {path.name}: {(failed or ['see polygraphy check lint'])[0].strip()}"
+        )
     return "passed"
 
 

@@ -19,20 +19,36 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgevit.artifact import Artifact
 from edgevit.config import Target
 from edgevit.errors import EdgevitError
-from edgevit.artifact import Artifact
 
 PRECISIONS = ("fp32", "fp16", "int8")
 TOOLS = ("litert-torch", "ai-edge-litert", "ai-edge-quantizer")
 MODEL_FILE = "model.tflite"
-_FP16_RECIPE = [{"regex": ".*", "operation": "*", "algorithm_key": "float_casting",
-                 "op_config": {"weight_tensor_config": {"num_bits": 16, "dtype": "FLOAT"},
-                               "compute_precision": "FLOAT", "explicit_dequantize": True}}]
+_FP16_RECIPE = [
+    {
+        "regex": ".*",
+        "operation": "*",
+        "algorithm_key": "float_casting",
+        "op_config": {
+            "weight_tensor_config": {"num_bits": 16, "dtype": "FLOAT"},
+            "compute_precision": "FLOAT",
+            "explicit_dequantize": True,
+        },
+    }
+]
 
 
-def export(model: torch.nn.Module, sample: torch.Tensor, target: Target, precision: str,
-           calibration: np.ndarray | None, out_dir: Path, meta: dict[str, Any]) -> Artifact:
+def export(
+    model: torch.nn.Module,
+    sample: torch.Tensor,
+    target: Target,
+    precision: str,
+    calibration: np.ndarray | None,
+    out_dir: Path,
+    meta: dict[str, Any],
+) -> Artifact:
     if target.dynamic_batch:
         raise EdgevitError("tflite export has a static batch; set dynamic_batch: false in the target")
     flat = convert(model.eval(), sample)
@@ -74,8 +90,11 @@ def _quantize(flat: bytes, precision: str, target: Target, calibration: np.ndarr
     bits = int(target.quantization.options.get("activation_bits", 8))  # 16: int16 activations, int8 weights
     if bits not in (8, 16):
         raise EdgevitError(f"tflite quantization.options.activation_bits must be 8 or 16 (got {bits})")
-    recipes = {"dynamic": recipe.dynamic_wi8_afp32, "static": recipe.static_wi8_ai8 if bits == 8 else recipe.static_wi8_ai16,
-               "weight-only": recipe.weight_only_wi8_afp32}
+    recipes = {
+        "dynamic": recipe.dynamic_wi8_afp32,
+        "static": recipe.static_wi8_ai8 if bits == 8 else recipe.static_wi8_ai16,
+        "weight-only": recipe.weight_only_wi8_afp32,
+    }
     q = quantizer.Quantizer(bytearray(flat), _FP16_RECIPE if precision == "fp16" else recipes[scheme]())
     result = None
     if scheme == "static":
@@ -83,12 +102,17 @@ def _quantize(flat: bytes, precision: str, target: Target, calibration: np.ndarr
             raise EdgevitError("tflite full-integer INT8 needs calibration images (--calibration N, N >= 1)")
         key, name = _signature(flat)
         threads = max(1, min(4, os.cpu_count() or 1))
-        result = q.calibrate({key: [{name: calibration[i:i + 1]} for i in range(len(calibration))]}, num_threads=threads)
+        result = q.calibrate(
+            {key: [{name: calibration[i : i + 1]} for i in range(len(calibration))]}, num_threads=threads
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = q.quantize(result, enable_progress_report=False).quantized_model
-    info = {"scheme": scheme, "tool": "ai-edge-quantizer",
-            "recipe": "fp16 weights" if precision == "fp16" else recipes[scheme].__name__}
+    info = {
+        "scheme": scheme,
+        "tool": "ai-edge-quantizer",
+        "recipe": "fp16 weights" if precision == "fp16" else recipes[scheme].__name__,
+    }
     return bytes(out), info
 
 
@@ -106,7 +130,9 @@ def _io_quantization(path: Path) -> dict[str, Any]:
 
     interp = Interpreter(model_path=str(path))
     i, o = interp.get_input_details()[0], interp.get_output_details()[0]
-    return {"input_dtype": np.dtype(i["dtype"]).name,
-            "input_quantization": {"scale": float(i["quantization"][0]), "zero_point": int(i["quantization"][1])},
-            "output_dtype": np.dtype(o["dtype"]).name,
-            "output_quantization": {"scale": float(o["quantization"][0]), "zero_point": int(o["quantization"][1])}}
+    return {
+        "input_dtype": np.dtype(i["dtype"]).name,
+        "input_quantization": {"scale": float(i["quantization"][0]), "zero_point": int(i["quantization"][1])},
+        "output_dtype": np.dtype(o["dtype"]).name,
+        "output_quantization": {"scale": float(o["quantization"][0]), "zero_point": int(o["quantization"][1])},
+    }

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from edgevit.errors import EdgevitError
 from edgevit.artifact import Artifact
+from edgevit.errors import EdgevitError
 from edgevit.runtimes import open_predictor, runs_here
 
 MIN_AGREEMENT = 99.0  # % of validation top-1 that a float export must share with PyTorch
@@ -38,8 +38,9 @@ class Verification:
         return asdict(self)
 
 
-def verify(artifact: Artifact, images: np.ndarray, labels: np.ndarray, reference: np.ndarray,
-           max_drop: float | None = None) -> Verification:
+def verify(
+    artifact: Artifact, images: np.ndarray, labels: np.ndarray, reference: np.ndarray, max_drop: float | None = None
+) -> Verification:
     """Run `images` through the artifact and compare with PyTorch's `reference` logits.
 
     `max_drop`: the top-1 points an INT8 artifact may lose (default MAX_INT8_DROP); a tuned or
@@ -55,7 +56,9 @@ def verify(artifact: Artifact, images: np.ndarray, labels: np.ndarray, reference
     except EdgevitError:
         raise
     except Exception as exc:  # noqa: BLE001 - the runtime rejecting the artifact is an export failure
-        raise EdgevitError(f"{artifact.format} artifact does not run in {predictor.runtime}: {str(exc).splitlines()[0][:300]}") from exc
+        raise EdgevitError(
+            f"{artifact.format} artifact does not run in {predictor.runtime}: {str(exc).splitlines()[0][:300]}"
+        ) from exc
     finally:
         predictor.close()
     if out.shape != reference.shape:
@@ -76,8 +79,10 @@ def verify(artifact: Artifact, images: np.ndarray, labels: np.ndarray, reference
         # TensorRT picks its own fp16/int8 kernels when it builds the engine: the ONNX's numbers say how
         # the graph quantizes, not what the engine computes; only the engine running would prove it.
         passed = False
-        note = (f"not verified here: the {artifact.precision} engine is built on the device (TensorRT); the ONNX it "
-                f"is built from, in {predictor.runtime}: {rule}")
+        note = (
+            f"not verified here: the {artifact.precision} engine is built on the device (TensorRT); the ONNX it "
+            f"is built from, in {predictor.runtime}: {rule}"
+        )
     elif artifact.format == "tensorrt":
         note += "; the FP32 ONNX the engine is built from (TensorRT runs on the device)"
     note += extra

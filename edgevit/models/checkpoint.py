@@ -38,8 +38,7 @@ def _plain(value: Any) -> bool:
 
 
 def _attributes(module: nn.Module) -> dict[str, Any]:
-    return {k: v for k, v in vars(module).items()
-            if not k.startswith("_") and k not in _NOT_STRUCTURE and _plain(v)}
+    return {k: v for k, v in vars(module).items() if not k.startswith("_") and k not in _NOT_STRUCTURE and _plain(v)}
 
 
 def _fresh(model_name: str, create_kwargs: dict[str, Any], device: str = "meta") -> nn.Module:
@@ -55,17 +54,25 @@ def structure_of(model: nn.Module, model_name: str, create_kwargs: dict[str, Any
     for name, module in model.named_modules():
         ref = fresh.get(name)
         if ref is None or type(ref) is not type(module):
-            raise EdgevitError(f"cannot save this student: module '{name or 'the model'}' is not what "
-                               f"{model_name} builds (only widths, heads and channels may change)")
+            raise EdgevitError(
+                f"cannot save this student: module '{name or 'the model'}' is not what "
+                f"{model_name} builds (only widths, heads and channels may change)"
+            )
         theirs = _attributes(ref)
-        diff = {k: (list(v) if isinstance(v, tuple) else v) for k, v in _attributes(module).items() if theirs.get(k) != v}
+        diff = {
+            k: (list(v) if isinstance(v, tuple) else v) for k, v in _attributes(module).items() if theirs.get(k) != v
+        }
         if diff:
             out[name] = diff
     return out
 
 
-def rebuild(model_name: str, create_kwargs: dict[str, Any], structure: dict[str, dict[str, Any]],
-            state_dict: dict[str, torch.Tensor]) -> nn.Module:
+def rebuild(
+    model_name: str,
+    create_kwargs: dict[str, Any],
+    structure: dict[str, dict[str, Any]],
+    state_dict: dict[str, torch.Tensor],
+) -> nn.Module:
     """A fresh student, reshaped by `structure` and the tensors' shapes, with `state_dict` loaded."""
     with torch.random.fork_rng(devices=[]):  # building initialises weights: keep the caller's RNG stream
         model = create_student(model_name, dict(create_kwargs))
@@ -106,13 +113,16 @@ def load_student(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     if path.is_dir():
         path = path / STUDENT_FILE
     if not path.exists():
-        raise EdgevitError(f"{path} does not exist: run `edgevit distill` first or pass a run folder that "
-                           f"has {STUDENT_FILE}")
+        raise EdgevitError(
+            f"{path} does not exist: run `edgevit distill` first or pass a run folder that has {STUDENT_FILE}"
+        )
     blob = read_torch(path, "edgevit student checkpoint", "re-create it with `edgevit distill` (or restore a copy)")
     if not isinstance(blob, dict) or "state_dict" not in blob or "model_name" not in blob:
         raise EdgevitError(f"{path} is not an edgevit student checkpoint (no model_name/state_dict)")
     if blob.get("version", 1) > VERSION:
-        raise EdgevitError(f"{path} is student format {blob['version']}; this edgevit reads up to {VERSION}: upgrade edgevit")
+        raise EdgevitError(
+            f"{path} is student format {blob['version']}; this edgevit reads up to {VERSION}: upgrade edgevit"
+        )
     try:
         model = rebuild(blob["model_name"], blob["create_kwargs"], blob.get("structure") or {}, blob["state_dict"])
     except RuntimeError as exc:

@@ -21,6 +21,7 @@ from torch import nn
 from edgevit.errors import EdgevitError
 from edgevit.models.prunable import make_dimension_agnostic
 
+
 @register_model
 def convmixer_256_8_ks5_p2(pretrained: bool = False, **kwargs: Any) -> ConvMixer:
     """A small ConvMixer that fits 32-px images (the embedded default): 0.6 M parameters."""
@@ -74,8 +75,14 @@ def default_patch_size(img_size: int) -> int:
     return 16 if img_size >= 128 else max(2, img_size // 8)
 
 
-def student_kwargs(name: str, num_classes: int, img_size: int, patch_size: int | None,
-                   drop_path: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def student_kwargs(
+    name: str,
+    num_classes: int,
+    img_size: int,
+    patch_size: int | None,
+    drop_path: float,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The timm.create_model keyword arguments for a student at this data's size."""
     kw: dict[str, Any] = {"num_classes": num_classes, "drop_path_rate": drop_path}
     family = name.split("_")[0]

@@ -34,8 +34,15 @@ RUN_PREFIX = "run:"  # run:NAME = that run's student
 class Teacher(nn.Module):
     """One or several frozen classifiers, called on the student's (normalised) input."""
 
-    def __init__(self, members: list[nn.Module], names: list[str], ensemble: str = "logits",
-                 precision: Precision = Precision(), student_mean=None, student_std=None):
+    def __init__(
+        self,
+        members: list[nn.Module],
+        names: list[str],
+        ensemble: str = "logits",
+        precision: Precision = Precision(),
+        student_mean=None,
+        student_std=None,
+    ):
         super().__init__()
         self.members = nn.ModuleList(DistillationTeacher(m) for m in members)
         self.names, self.ensemble, self.precision = names, ensemble, precision
@@ -53,8 +60,9 @@ class Teacher(nn.Module):
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.precision  # its own precision, whatever autocast the student's step runs under
-        with torch.autocast(x.device.type, dtype=torch.float16 if p.amp == "fp16" else torch.bfloat16,
-                            enabled=p.amp != "off"):
+        with torch.autocast(
+            x.device.type, dtype=torch.float16 if p.amp == "fp16" else torch.bfloat16, enabled=p.amp != "off"
+        ):
             x = p.input(x)
             outs = [m(m.normalize_input(x, self.student_mean, self.student_std)).float() for m in self.members]
         if len(outs) == 1:
@@ -110,8 +118,9 @@ def create_pretrained(name: str, num_classes: int, log: Callable[[str], None]) -
     check_model_name(name)
     cached = _cached_weights(name)
     if cached:
-        model = timm.create_model(name, pretrained=True, num_classes=num_classes,
-                                  pretrained_cfg_overlay={"file": cached})
+        model = timm.create_model(
+            name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay={"file": cached}
+        )
         log(f"teacher {name}: pretrained weights from the local cache ({cached})")
         return model, True
     if _hub_reachable():
@@ -134,8 +143,10 @@ def load_checkpoint_into(model: nn.Module, path: str | Path) -> bool:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        raise EdgevitError(f"{path} is not a PyTorch checkpoint that can be loaded safely ({type(exc).__name__}); "
-                           f"save it with torch.save(model.state_dict(), path)") from None
+        raise EdgevitError(
+            f"{path} is not a PyTorch checkpoint that can be loaded safely ({type(exc).__name__}); "
+            f"save it with torch.save(model.state_dict(), path)"
+        ) from None
     state = blob
     if isinstance(blob, dict):
         for key in ("state_dict", "model", "state_dict_ema", "model_ema"):
@@ -153,15 +164,19 @@ def load_checkpoint_into(model: nn.Module, path: str | Path) -> bool:
             if k in head:
                 reset_head = True
                 continue
-            raise EdgevitError(f"{path}: tensor '{k}' has shape {tuple(v.shape)} but the model wants "
-                               f"{tuple(own[k].shape)}; is this checkpoint for another architecture?")
+            raise EdgevitError(
+                f"{path}: tensor '{k}' has shape {tuple(v.shape)} but the model wants "
+                f"{tuple(own[k].shape)}; is this checkpoint for another architecture?"
+            )
     state = {k: v for k, v in state.items() if not (reset_head and k in head)}
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if k not in head]
     if missing or unexpected:
         bad = (missing or unexpected)[0]
-        raise EdgevitError(f"{path}: checkpoint does not fit the model ({len(missing)} missing, "
-                           f"{len(unexpected)} unexpected tensors, e.g. '{bad}')")
+        raise EdgevitError(
+            f"{path}: checkpoint does not fit the model ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected tensors, e.g. '{bad}')"
+        )
     return reset_head
 
 
@@ -201,14 +216,18 @@ def run_student(runs_root: Path, spec: str, class_names: list[str]) -> tuple[nn.
     """`run:NAME` (or run:PATH): an earlier run's student as a teacher; its heads average as at inference."""
     from edgevit.models.checkpoint import STUDENT_FILE, load_student
 
-    name = spec[len(RUN_PREFIX):]
+    name = spec[len(RUN_PREFIX) :]
     folder = Path(name) if Path(name).is_dir() else runs_root / name
     if not (folder / STUDENT_FILE).is_file():
         known = sorted(p.parent.name for p in runs_root.glob(f"*/{STUDENT_FILE}")) if runs_root.is_dir() else []
-        raise EdgevitError(f"teacher {spec}: no finished run '{name}' in {runs_root} (runs with a student: "
-                           f"{', '.join(known) or 'none'})")
+        raise EdgevitError(
+            f"teacher {spec}: no finished run '{name}' in {runs_root} (runs with a student: "
+            f"{', '.join(known) or 'none'})"
+        )
     model, meta = load_student(folder)
     if list(meta.get("class_names", [])) != list(class_names):
-        raise EdgevitError(f"teacher {spec} was trained on other classes ({len(meta.get('class_names', []))}) "
-                           f"than this data ({len(class_names)}); distil from a run on the same data")
+        raise EdgevitError(
+            f"teacher {spec} was trained on other classes ({len(meta.get('class_names', []))}) "
+            f"than this data ({len(class_names)}); distil from a run on the same data"
+        )
     return model, folder / STUDENT_FILE

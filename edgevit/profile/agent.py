@@ -27,8 +27,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--iterations", type=int, default=100)
     p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="runtime option passed to open_predictor (repeatable)")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="runtime option passed to open_predictor (repeatable)",
+    )
     p.add_argument("--check", action="store_true", help="only report whether the runtime is available")
     return p
 
@@ -57,8 +62,14 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"ok": True, "format": artifact.format}))
             return 0
         options = dict(kv.split("=", 1) for kv in args.option)
-        result = profile_artifact(artifact, threads=args.threads, batch=args.batch, iterations=args.iterations,
-                                  warmup=args.warmup, options={k: _value(v) for k, v in options.items()})
+        result = profile_artifact(
+            artifact,
+            threads=args.threads,
+            batch=args.batch,
+            iterations=args.iterations,
+            warmup=args.warmup,
+            options={k: _value(v) for k, v in options.items()},
+        )
     except EdgevitError as exc:
         print(json.dumps({"ok": False, "error": str(exc)}))
         return EXIT_FAILED

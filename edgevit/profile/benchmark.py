@@ -87,8 +87,9 @@ def _size_mb(folder: Path) -> float | None:
         return None
 
 
-def _export_rows(run_dir: Path, jobs: list[tuple[Any, str]], calibration: int | None, reuse: bool,
-                 log: Callable[[str], None]) -> tuple[list[Row], float | None]:
+def _export_rows(
+    run_dir: Path, jobs: list[tuple[Any, str]], calibration: int | None, reuse: bool, log: Callable[[str], None]
+) -> tuple[list[Row], float | None]:
     """One row per job with its export's verification; the student and images are loaded once."""
     import json
 
@@ -100,9 +101,14 @@ def _export_rows(run_dir: Path, jobs: list[tuple[Any, str]], calibration: int | 
         folder = artifact_dir(run_dir, target.name, precision)
         try:
             if reuse and (folder / "manifest.json").is_file():
-                check, row.note = json.loads((folder / "manifest.json").read_text()).get("verification") or {}, "reused export"
+                check, row.note = (
+                    json.loads((folder / "manifest.json").read_text()).get("verification") or {},
+                    "reused export",
+                )
             else:
-                check = export_run(run_dir, target, precision, calibration=calibration, inputs=inputs).verification.to_dict()
+                check = export_run(
+                    run_dir, target, precision, calibration=calibration, inputs=inputs
+                ).verification.to_dict()
         except EdgevitError as exc:
             row.note = f"export failed: {exc}"
             log(f"{target.name} {precision}: {row.note}")
@@ -133,9 +139,16 @@ def _open_local(run_dir: Path, rows: list[Row], targets: dict[str, Any], timing:
     x = make_input([1, 3, size, size], timing.batch or 1)
     opened: dict[str, Any] = {}
     for key, row, opener in [(BASELINE, None, lambda: torch_predictor(model, timing.threads))] + [
-            (f"{r.target}/{r.precision}", r, lambda r=r: open_predictor(
-                load_artifact(artifact_dir(run_dir, r.target, r.precision)), threads=timing.threads))
-            for r in rows if _local(r, targets[r.target])]:
+        (
+            f"{r.target}/{r.precision}",
+            r,
+            lambda r=r: open_predictor(
+                load_artifact(artifact_dir(run_dir, r.target, r.precision)), threads=timing.threads
+            ),
+        )
+        for r in rows
+        if _local(r, targets[r.target])
+    ]:
         if row is not None:
             import_runtime(row.format)  # load time is the model's, not Python's first import of the runtime
         with PeakMemory() as mem:
@@ -143,19 +156,38 @@ def _open_local(run_dir: Path, rows: list[Row], targets: dict[str, Any], timing:
             fn = opener()
             fn(x)
             load_ms = (time.perf_counter() - t0) * 1000
-        opened[key] = {"fn": fn, "row": row, "load_ms": load_ms, "peak_mem_mb": mem.peak_mb,
-                       "runtime": getattr(fn, "runtime", "pytorch eager")}
+        opened[key] = {
+            "fn": fn,
+            "row": row,
+            "load_ms": load_ms,
+            "peak_mem_mb": mem.peak_mb,
+            "runtime": getattr(fn, "runtime", "pytorch eager"),
+        }
     return {"x": x, "opened": opened}
 
 
-def benchmark(run: str | Path, targets: str | list[str] = "all", precisions: str | list[str] = "all", *,
-              max_drop: float = 0.5, min_accuracy: float | None = None, timing: Timing | None = None,
-              device: Device | None = None, calibration: int | None = None, reuse_exports: bool = False,
-              rounds: int = ROUNDS, detail: bool = False, log: Callable[[str], None] = print) -> BenchmarkResult:
+def benchmark(
+    run: str | Path,
+    targets: str | list[str] = "all",
+    precisions: str | list[str] = "all",
+    *,
+    max_drop: float = 0.5,
+    min_accuracy: float | None = None,
+    timing: Timing | None = None,
+    device: Device | None = None,
+    calibration: int | None = None,
+    reuse_exports: bool = False,
+    rounds: int = ROUNDS,
+    detail: bool = False,
+    log: Callable[[str], None] = print,
+) -> BenchmarkResult:
     """Every row of the table with each target's pick, and the session's context (baseline, threads, load)."""
     timing = timing or Timing(threads=os.cpu_count() or 1)
     device = device or Device()
     pick([], max_drop, min_accuracy)  # bad --max-drop / --min-accuracy fail before any work
+    from edgevit.export.pipeline import check_calibration
+
+    check_calibration(calibration)
     run_dir = resolve_run(run)
     tlist = _targets(targets)
     by_name = {t.name: t for t in tlist}
@@ -166,8 +198,9 @@ def benchmark(run: str | Path, targets: str | list[str] = "all", precisions: str
     for row in rows:
         key = f"{row.target}/{row.precision}"
         if not row.note.startswith("export failed") and key not in timed:
-            measured = _time_remote_or_say_why(run_dir, row, by_name[row.target], timing, log,
-                                               None if device.local else device)
+            measured = _time_remote_or_say_why(
+                run_dir, row, by_name[row.target], timing, log, None if device.local else device
+            )
             if measured is not None:
                 timed[key] = measured
     if base.median_ms:
@@ -181,11 +214,22 @@ def benchmark(run: str | Path, targets: str | list[str] = "all", precisions: str
             result, folder = timed[key]
             result.extra["benchmark"] = {"pick": row.pick, "why": row.why, "max_drop": max_drop}
             record(run_dir, row.target, result, folder)
-    context = {"run": run_dir.name, "baseline_median_ms": base.median_ms, "threads": timing.threads,
-               "batch": timing.batch or 1, "iterations": timing.iterations, "warmup": timing.warmup,
-               "rounds": rounds, "max_drop": max_drop, "min_accuracy": min_accuracy, "torch_top1": torch_top1,
-               "input": input_description([timing.batch or 1, 3, "H", "W"]), "load": machine_load(),
-               "device": device_description(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    context = {
+        "run": run_dir.name,
+        "baseline_median_ms": base.median_ms,
+        "threads": timing.threads,
+        "batch": timing.batch or 1,
+        "iterations": timing.iterations,
+        "warmup": timing.warmup,
+        "rounds": rounds,
+        "max_drop": max_drop,
+        "min_accuracy": min_accuracy,
+        "torch_top1": torch_top1,
+        "input": input_description([timing.batch or 1, 3, "H", "W"]),
+        "load": machine_load(),
+        "device": device_description(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     result = BenchmarkResult(all_rows, context)
     if detail:
         result.detail = _detail(run_dir, [r for r in all_rows if r.median_ms and r.target != BASELINE], timing, log)
@@ -193,8 +237,9 @@ def benchmark(run: str | Path, targets: str | list[str] = "all", precisions: str
     return result
 
 
-def _time_local(run_dir: Path, rows: list[Row], targets: dict[str, Any], timing: Timing, rounds: int,
-                log: Callable[[str], None]) -> dict[str, tuple[ProfileResult, Path | None]]:
+def _time_local(
+    run_dir: Path, rows: list[Row], targets: dict[str, Any], timing: Timing, rounds: int, log: Callable[[str], None]
+) -> dict[str, tuple[ProfileResult, Path | None]]:
     """Interleaved timing of the baseline and every artifact that runs here: key -> (result, its folder)."""
     session = _open_local(run_dir, rows[1:], targets, timing)
     opened = session["opened"]
@@ -204,23 +249,43 @@ def _time_local(run_dir: Path, rows: list[Row], targets: dict[str, Any], timing:
     for key, o in opened.items():
         row = o["row"] or rows[0]
         stats = summarize(wall[key], batch=timing.batch or 1, warmup=timing.warmup)
-        row.median_ms, row.p90_ms, row.load_ms, row.peak_mem_mb = stats.median_ms, stats.p90_ms, o["load_ms"], o["peak_mem_mb"]
+        row.median_ms, row.p90_ms, row.load_ms, row.peak_mem_mb = (
+            stats.median_ms,
+            stats.p90_ms,
+            o["load_ms"],
+            o["peak_mem_mb"],
+        )
         row.runtime, row.device = o["runtime"], device_description()
-        result = ProfileResult(runtime=row.runtime, format=row.format, precision=row.precision, device=row.device,
-                               threads=timing.threads, batch=timing.batch or 1, input_shape=list(session["x"].shape),
-                               stats=stats, peak_mem_mb=o["peak_mem_mb"],
-                               extra={"input": input_description(list(session["x"].shape)), "load": machine_load(),
-                                      "interleaved_rounds": rounds,
-                                      **({"artifact": str(artifact_dir(run_dir, row.target, row.precision))}
-                                         if row.target != BASELINE else {})})
+        result = ProfileResult(
+            runtime=row.runtime,
+            format=row.format,
+            precision=row.precision,
+            device=row.device,
+            threads=timing.threads,
+            batch=timing.batch or 1,
+            input_shape=list(session["x"].shape),
+            stats=stats,
+            peak_mem_mb=o["peak_mem_mb"],
+            extra={
+                "input": input_description(list(session["x"].shape)),
+                "load": machine_load(),
+                "interleaved_rounds": rounds,
+                **(
+                    {"artifact": str(artifact_dir(run_dir, row.target, row.precision))}
+                    if row.target != BASELINE
+                    else {}
+                ),
+            },
+        )
         result.load_ms = o["load_ms"]
         timed[key] = (result, artifact_dir(run_dir, row.target, row.precision) if row.target != BASELINE else None)
         log(f"{row.target} {row.precision}: {result.summary_line()}")
     return timed
 
 
-def _time_remote_or_say_why(run_dir: Path, row: Row, target: Any, timing: Timing, log: Callable[[str], None],
-                            device: Device | None = None) -> tuple[ProfileResult, Path] | None:
+def _time_remote_or_say_why(
+    run_dir: Path, row: Row, target: Any, timing: Timing, log: Callable[[str], None], device: Device | None = None
+) -> tuple[ProfileResult, Path] | None:
     """A row this machine cannot run: time it on the device (the one given, else the target's own
     SSH device), or say why not."""
     from edgevit.profile.stage import _device_for
@@ -232,7 +297,12 @@ def _time_remote_or_say_why(run_dir: Path, row: Row, target: Any, timing: Timing
         row.note = "; ".join(filter(None, [row.note, f"not timed: {exc}"]))
         log(f"{row.target} {row.precision}: {row.note}")
         return None
-    row.median_ms, row.p90_ms, row.runtime, row.device = result.stats.median_ms, result.stats.p90_ms, result.runtime, result.device
+    row.median_ms, row.p90_ms, row.runtime, row.device = (
+        result.stats.median_ms,
+        result.stats.p90_ms,
+        result.runtime,
+        result.device,
+    )
     log(f"{row.target} {row.precision}: {result.summary_line()}")
     return result, folder
 
@@ -257,15 +327,19 @@ def _fmt(v: Any, spec: str) -> str:
 
 
 def format_table(rows: list[Row]) -> str:
-    head = (f"{'target':<17} {'format':<10} {'prec':<12} {'size MB':>8} {'top-1 %':>8} {'agree %':>8} "
-            f"{'median ms':>10} {'p90 ms':>8} {'speed-up':>9} {'load ms':>8} {'mem MB':>7}  pick / why")
+    head = (
+        f"{'target':<17} {'format':<10} {'prec':<12} {'size MB':>8} {'top-1 %':>8} {'agree %':>8} "
+        f"{'median ms':>10} {'p90 ms':>8} {'speed-up':>9} {'load ms':>8} {'mem MB':>7}  pick / why"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         verdict = ("PICK: " if r.pick else "") + r.why
-        lines.append(f"{r.target:<17} {r.format:<10} {r.precision:<12} {_fmt(r.size_mb, '8.2f')} {_fmt(r.top1, '8.2f')} "
-                     f"{_fmt(r.agreement, '8.2f')} {_fmt(r.median_ms, '10.2f')} {_fmt(r.p90_ms, '8.2f')} "
-                     f"{_fmt(r.speedup, '8.2f') + ('x' if r.speedup else ' ')} {_fmt(r.load_ms, '8.0f')} "
-                     f"{_fmt(r.peak_mem_mb, '7.0f')}  {verdict[:110]}")
+        lines.append(
+            f"{r.target:<17} {r.format:<10} {r.precision:<12} {_fmt(r.size_mb, '8.2f')} {_fmt(r.top1, '8.2f')} "
+            f"{_fmt(r.agreement, '8.2f')} {_fmt(r.median_ms, '10.2f')} {_fmt(r.p90_ms, '8.2f')} "
+            f"{_fmt(r.speedup, '8.2f') + ('x' if r.speedup else ' ')} {_fmt(r.load_ms, '8.0f')} "
+            f"{_fmt(r.peak_mem_mb, '7.0f')}  {verdict[:110]}"
+        )
     return "\n".join(lines)
 
 
@@ -275,8 +349,11 @@ def picks(rows: list[Row]) -> list[str]:
     for target in dict.fromkeys(r.target for r in rows if r.target != BASELINE):
         group = [r for r in rows if r.target == target]
         chosen = next((r for r in group if r.pick), None)
-        out.append(f"{target}: ship {chosen.format} {chosen.precision} -- {chosen.why}" if chosen else
-                   f"{target}: no pick -- {group[0].why}")
+        out.append(
+            f"{target}: ship {chosen.format} {chosen.precision} -- {chosen.why}"
+            if chosen
+            else f"{target}: no pick -- {group[0].why}"
+        )
     return out
 
 
@@ -288,8 +365,15 @@ def write_outputs(run_dir: Path, result: BenchmarkResult) -> list[Path]:
         writer = csv.DictWriter(f, fieldnames=list(asdict(result.rows[0])))
         writer.writeheader()
         writer.writerows(asdict(r) for r in result.rows)
-    write_json(json_path, {"context": result.context, "rows": [asdict(r) for r in result.rows],
-                           "picks": picks(result.rows), "detail": result.detail})
+    write_json(
+        json_path,
+        {
+            "context": result.context,
+            "rows": [asdict(r) for r in result.rows],
+            "picks": picks(result.rows),
+            "detail": result.detail,
+        },
+    )
     return [csv_path, json_path]
 
 

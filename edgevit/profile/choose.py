@@ -13,12 +13,12 @@ from dataclasses import asdict, is_dataclass
 from typing import Any, Mapping
 
 from edgevit.errors import EdgevitError
+from edgevit.vocab import BASELINE
 
-BASELINE = "pytorch"  # the row (target or format) holding PyTorch FP32 eager, when no baseline is passed
 
-
-def pick(rows: list[Any], max_drop: float = 0.5, min_accuracy: float | None = None, *,
-         baseline_top1: float | None = None) -> list[dict[str, Any]]:
+def pick(
+    rows: list[Any], max_drop: float = 0.5, min_accuracy: float | None = None, *, baseline_top1: float | None = None
+) -> list[dict[str, Any]]:
     """Copies of `rows` (dicts or dataclasses with target, precision, top1 %, median_ms, note) with
     `pick` and `why` set. `baseline_top1` defaults to the top-1 of the row whose target or format is
     'pytorch'. `min_accuracy` is in % (a value <= 1 is read as a fraction, as --min-accuracy is)."""

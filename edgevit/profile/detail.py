@@ -31,7 +31,7 @@ from edgevit.errors import EdgevitError
 
 _UNAVAILABLE = {
     "tflite": "ai_edge_litert's Python Interpreter exposes no per-op timing (use LiteRT's benchmark_model "
-              "--enable_op_profiling=true on the device)",
+    "--enable_op_profiling=true on the device)",
     "coreml": "Core ML reports no per-op times, and predicts only on macOS (use Xcode's Core ML performance report)",
     "tensorrt": "TensorRT's per-layer times come from the engine on the device (trtexec --dumpProfile)",
 }

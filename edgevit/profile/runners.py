@@ -60,9 +60,12 @@ class ProfileResult:
         p99 = f"{s.p99_ms:.2f}" if s.p99_ms is not None else "n/a"
         mem = f", peak +{self.peak_mem_mb:.0f} MB" if self.peak_mem_mb is not None else ""
         mem += f", load {self.load_ms:.0f} ms" if self.load_ms is not None else ""
-        return (f"{self.runtime} {self.format}/{self.precision} on {self.device}: median {s.median_ms:.2f} ms, "
-                f"p90 {p90}, p99 {p99}, mean {s.mean_ms:.2f}, {s.throughput:.1f} img/s "
-                f"(batch {self.batch}, {self.threads or 'default'} threads, {s.iterations} timed after {s.warmup} warm-up{mem})")
+        return (
+            f"{self.runtime} {self.format}/{self.precision} on {self.device}: median {s.median_ms:.2f} ms, "
+            f"p90 {p90}, p99 {p99}, mean {s.mean_ms:.2f}, {s.throughput:.1f} img/s "
+            f"(batch {self.batch}, {self.threads or 'default'} threads, {s.iterations} timed after "
+            f"{s.warmup} warm-up{mem})"
+        )
 
 
 def make_input(shape: list[int] | tuple[int, ...], batch: int | None = None) -> np.ndarray:
@@ -111,8 +114,15 @@ def torch_predictor(model: Any, threads: int | None = None) -> Callable[[np.ndar
     return predict
 
 
-def profile_torch(model: Any, input_shape: list[int], *, threads: int | None = None, batch: int = 1,
-                  iterations: int = DEFAULT_ITERATIONS, warmup: int = DEFAULT_WARMUP) -> ProfileResult:
+def profile_torch(
+    model: Any,
+    input_shape: list[int],
+    *,
+    threads: int | None = None,
+    batch: int = 1,
+    iterations: int = DEFAULT_ITERATIONS,
+    warmup: int = DEFAULT_WARMUP,
+) -> ProfileResult:
     """The FP32 eager baseline for a torch module (e.g. a run's student)."""
     import torch
 
@@ -120,11 +130,22 @@ def profile_torch(model: Any, input_shape: list[int], *, threads: int | None = N
     with PeakMemory() as mem:
         predict = torch_predictor(model, threads)
         stats = measure(predict, x, iterations, warmup)
-    return ProfileResult(runtime=f"pytorch {torch.__version__} eager", format="pytorch", precision="fp32",
-                         device=device_description(), threads=threads or torch.get_num_threads(), batch=batch,
-                         input_shape=list(x.shape), stats=stats, peak_mem_mb=mem.peak_mb,
-                         extra={"input": input_description(list(x.shape)), "load": machine_load(),
-                                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset")})
+    return ProfileResult(
+        runtime=f"pytorch {torch.__version__} eager",
+        format="pytorch",
+        precision="fp32",
+        device=device_description(),
+        threads=threads or torch.get_num_threads(),
+        batch=batch,
+        input_shape=list(x.shape),
+        stats=stats,
+        peak_mem_mb=mem.peak_mb,
+        extra={
+            "input": input_description(list(x.shape)),
+            "load": machine_load(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+        },
+    )
 
 
 def profile_student(student_file: str | Path, **kw: Any) -> ProfileResult:
@@ -150,9 +171,15 @@ def check_runtime(fmt: str) -> None:
         raise EdgevitError(f"the {fmt} runtime is not available here: {reason}")
 
 
-def profile_artifact(artifact: Any, *, threads: int | None = None, batch: int | None = None,
-                     iterations: int = DEFAULT_ITERATIONS, warmup: int = DEFAULT_WARMUP,
-                     options: dict[str, Any] | None = None) -> ProfileResult:
+def profile_artifact(
+    artifact: Any,
+    *,
+    threads: int | None = None,
+    batch: int | None = None,
+    iterations: int = DEFAULT_ITERATIONS,
+    warmup: int = DEFAULT_WARMUP,
+    options: dict[str, Any] | None = None,
+) -> ProfileResult:
     """Profile an exported Artifact (or its folder) in its own runtime on this machine."""
     from edgevit.artifact import Artifact
 
@@ -163,8 +190,10 @@ def profile_artifact(artifact: Any, *, threads: int | None = None, batch: int | 
 
     batch = batch or int(artifact.input_shape[0] or 1)
     if batch != artifact.input_shape[0] and not artifact.manifest.get("dynamic_batch", False):
-        raise EdgevitError(f"{artifact.directory} was exported for batch {artifact.input_shape[0]}; "
-                           f"re-export with dynamic_batch: true to profile batch {batch}")
+        raise EdgevitError(
+            f"{artifact.directory} was exported for batch {artifact.input_shape[0]}; "
+            f"re-export with dynamic_batch: true to profile batch {batch}"
+        )
     x = make_input(artifact.input_shape, batch)
     import_runtime(artifact.format)  # load time is the model's, not Python's first import of the runtime
     with PeakMemory() as mem:
@@ -176,9 +205,19 @@ def profile_artifact(artifact: Any, *, threads: int | None = None, batch: int | 
     runtime = getattr(predictor, "runtime", artifact.format)
     extra = {"input": input_description(list(x.shape)), "load": machine_load(), "artifact": str(artifact.directory)}
     extra["settings"] = dict(getattr(predictor, "settings", {}) or {})
-    return ProfileResult(runtime=runtime, format=artifact.format, precision=artifact.precision,
-                         device=device_description(), threads=threads, batch=batch, input_shape=list(x.shape),
-                         stats=stats, peak_mem_mb=mem.peak_mb, extra=extra, load_ms=round(load_ms, 3))
+    return ProfileResult(
+        runtime=runtime,
+        format=artifact.format,
+        precision=artifact.precision,
+        device=device_description(),
+        threads=threads,
+        batch=batch,
+        input_shape=list(x.shape),
+        stats=stats,
+        peak_mem_mb=mem.peak_mb,
+        extra=extra,
+        load_ms=round(load_ms, 3),
+    )
 
 
 def load_artifact(directory: str | Path) -> Any:

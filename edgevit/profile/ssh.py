@@ -68,11 +68,15 @@ def _classify(stderr: str, device: SshDevice, known_hosts: str | None) -> str | 
     """ssh's own failure (exit 255) as one line that says what to do; None if not recognised."""
     kh = known_hosts or "~/.ssh/known_hosts"
     if "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
-        return (f"the host key of {device.host}:{device.port} has CHANGED since it was stored in {kh}: "
-                "if the device was reinstalled, remove the old key (ssh-keygen -R) after checking the new fingerprint")
+        return (
+            f"the host key of {device.host}:{device.port} has CHANGED since it was stored in {kh}: "
+            "if the device was reinstalled, remove the old key (ssh-keygen -R) after checking the new fingerprint"
+        )
     if "Host key verification failed" in stderr or "host key is known" in stderr:
-        return (f"the host key of {device.host}:{device.port} is not in {kh} (host-key checking is on): check its "
-                f"fingerprint, then add it, e.g. ssh-keyscan -p {device.port} {device.host} >> {kh}")
+        return (
+            f"the host key of {device.host}:{device.port} is not in {kh} (host-key checking is on): check its "
+            f"fingerprint, then add it, e.g. ssh-keyscan -p {device.port} {device.host} >> {kh}"
+        )
     if "Connection refused" in stderr:
         return f"cannot reach {device}: connection refused (is sshd running and listening on port {device.port}?)"
     if "Could not resolve hostname" in stderr:
@@ -80,18 +84,29 @@ def _classify(stderr: str, device: SshDevice, known_hosts: str | None) -> str | 
     if re.search(r"timed out|No route to host|Network is unreachable", stderr):
         return f"cannot reach {device}: {stderr.strip().splitlines()[-1]}"
     if "Permission denied" in stderr:
-        return (f"{device} refused the login: key authentication failed for user "
-                f"'{device.user or 'default'}' (pass --identity, or add your public key on the device)")
+        return (
+            f"{device} refused the login: key authentication failed for user "
+            f"'{device.user or 'default'}' (pass --identity, or add your public key on the device)"
+        )
     return None
 
 
 class SshRunner:
     """Runs the profiling steps on one device. Every call is bounded by a timeout."""
 
-    def __init__(self, device: SshDevice | str, *, known_hosts: str | Path | None = None,
-                 identity: str | Path | None = None, ssh_config: str | Path | None = None,
-                 connect_timeout: int = 10, timeout: float = 600.0, workdir: str = "/tmp",
-                 python: str = "python3", ssh: str = "ssh"):
+    def __init__(
+        self,
+        device: SshDevice | str,
+        *,
+        known_hosts: str | Path | None = None,
+        identity: str | Path | None = None,
+        ssh_config: str | Path | None = None,
+        connect_timeout: int = 10,
+        timeout: float = 600.0,
+        workdir: str = "/tmp",
+        python: str = "python3",
+        ssh: str = "ssh",
+    ):
         self.device = SshDevice.parse(device) if isinstance(device, str) else device
         self.known_hosts = str(known_hosts) if known_hosts else None
         self.identity = str(identity) if identity else None
@@ -113,37 +128,66 @@ class SshRunner:
         argv = [self.ssh]
         if self.ssh_config:
             argv += ["-F", self.ssh_config]
-        argv += ["-T", "-p", str(self.device.port),
-                 "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-                 "-o", f"ConnectTimeout={self.connect_timeout}",
-                 "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4", "-o", "LogLevel=ERROR"]
+        argv += [
+            "-T",
+            "-p",
+            str(self.device.port),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"ConnectTimeout={self.connect_timeout}",
+            "-o",
+            "ServerAliveInterval=15",
+            "-o",
+            "ServerAliveCountMax=4",
+            "-o",
+            "LogLevel=ERROR",
+        ]
         if self.known_hosts:
             argv += ["-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null"]
         if self.identity:
             argv += ["-i", self.identity, "-o", "IdentitiesOnly=yes"]
         return argv + ["--", self.device.destination, shlex.join(remote)]
 
-    def run(self, remote: list[str], step: str, *, stdin: bytes | None = None,
-            timeout: float | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    def run(
+        self,
+        remote: list[str],
+        step: str,
+        *,
+        stdin: bytes | None = None,
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess:
         timeout = timeout or self.timeout
         try:
             proc = subprocess.run(self.ssh_argv(remote), input=stdin, capture_output=True, timeout=timeout)
         except FileNotFoundError:
-            raise EdgevitError(f"the OpenSSH client '{self.ssh}' is not installed here (apt-get install openssh-client)") from None
+            raise EdgevitError(
+                f"the OpenSSH client '{self.ssh}' is not installed here (apt-get install openssh-client)"
+            ) from None
         except subprocess.TimeoutExpired:
             raise EdgevitError(f"{step} on {self.device} timed out after {timeout:.0f} s") from None
         if proc.returncode == 255:
             err = proc.stderr.decode(errors="replace")
-            raise EdgevitError(_classify(err, self.device, self.known_hosts)
-                               or f"{step} on {self.device} failed: ssh: {(err.strip().splitlines() or ['exit 255'])[-1]}")
+            raise EdgevitError(
+                _classify(err, self.device, self.known_hosts)
+                or f"{step} on {self.device} failed: ssh: {(err.strip().splitlines() or ['exit 255'])[-1]}"
+            )
         if check and proc.returncode != 0:
             err = proc.stderr.decode(errors="replace").strip().splitlines()
-            raise EdgevitError(f"{step} on {self.device} failed (exit {proc.returncode}): {err[-1] if err else 'no output'}")
+            raise EdgevitError(
+                f"{step} on {self.device} failed (exit {proc.returncode}): {err[-1] if err else 'no output'}"
+            )
         return proc
 
     def make_tempdir(self) -> str:
-        out = self.run(["mktemp", "-d", f"{self.workdir.rstrip('/')}/edgevit-XXXXXXXX"], "creating a temp folder",
-                       timeout=self.connect_timeout + 30)
+        out = self.run(
+            ["mktemp", "-d", f"{self.workdir.rstrip('/')}/edgevit-XXXXXXXX"],
+            "creating a temp folder",
+            timeout=self.connect_timeout + 30,
+        )
         path = out.stdout.decode().strip()
         if not path.startswith("/"):
             raise EdgevitError(f"creating a temp folder on {self.device} returned {path!r}")
@@ -165,15 +209,34 @@ class SshRunner:
             pass
 
     # -------------------------------------------------------------------------------- tools
-    def profile_agent(self, artifact_dir: str | Path, *, threads: int | None = None, batch: int | None = None,
-                      iterations: int = 100, warmup: int = 10, options: dict[str, Any] | None = None) -> ProfileResult:
+    def profile_agent(
+        self,
+        artifact_dir: str | Path,
+        *,
+        threads: int | None = None,
+        batch: int | None = None,
+        iterations: int = 100,
+        warmup: int = 10,
+        options: dict[str, Any] | None = None,
+    ) -> ProfileResult:
         """Run `python -m edgevit.profile.agent` on the device against a copy of the artifact."""
         artifact_dir = Path(artifact_dir)
         tmp = self.make_tempdir()
         try:
             self.upload(tmp, {"artifact": artifact_dir, "pkg/edgevit": PACKAGE_ROOT})
-            remote = ["env", f"PYTHONPATH={tmp}/pkg", "OMP_WAIT_POLICY=PASSIVE", self.python, "-m",
-                      "edgevit.profile.agent", f"{tmp}/artifact", "--iterations", str(iterations), "--warmup", str(warmup)]
+            remote = [
+                "env",
+                f"PYTHONPATH={tmp}/pkg",
+                "OMP_WAIT_POLICY=PASSIVE",
+                self.python,
+                "-m",
+                "edgevit.profile.agent",
+                f"{tmp}/artifact",
+                "--iterations",
+                str(iterations),
+                "--warmup",
+                str(warmup),
+            ]
             if threads:
                 remote += ["--threads", str(threads)]
             if batch:
@@ -190,8 +253,9 @@ class SshRunner:
         try:
             reply = json.loads(out[-1])
         except (IndexError, json.JSONDecodeError):
-            raise EdgevitError(f"the agent on {self.device} failed (exit {proc.returncode}): "
-                               f"{err[-1] if err else 'no output'}") from None
+            raise EdgevitError(
+                f"the agent on {self.device} failed (exit {proc.returncode}): {err[-1] if err else 'no output'}"
+            ) from None
         if not reply.get("ok"):
             raise EdgevitError(f"on {self.device}: {reply.get('error', 'the agent failed')}")
         result = ProfileResult.from_dict(reply["result"])
@@ -201,15 +265,28 @@ class SshRunner:
     def find_trtexec(self, tool: str | None = None) -> str:
         candidates = [tool] if tool else list(TRTEXEC_CANDIDATES)
         for c in candidates:
-            proc = self.run(["sh", "-c", 'command -v "$1"', "sh", c], "looking for trtexec",
-                            timeout=self.connect_timeout + 30, check=False)
+            proc = self.run(
+                ["sh", "-c", 'command -v "$1"', "sh", c],
+                "looking for trtexec",
+                timeout=self.connect_timeout + 30,
+                check=False,
+            )
             if proc.returncode == 0 and proc.stdout.strip():
                 return proc.stdout.decode().strip().splitlines()[0]
-        raise EdgevitError(f"{self.device} has no trtexec (looked for {', '.join(candidates)}): "
-                           "install TensorRT (JetPack) or pass --remote-tool PATH")
+        raise EdgevitError(
+            f"{self.device} has no trtexec (looked for {', '.join(candidates)}): "
+            "install TensorRT (JetPack) or pass --remote-tool PATH"
+        )
 
-    def profile_trtexec(self, artifact_dir: str | Path, *, precision: str, iterations: int = 200,
-                        batch: int = 1, tool: str | None = None) -> ProfileResult:
+    def profile_trtexec(
+        self,
+        artifact_dir: str | Path,
+        *,
+        precision: str,
+        iterations: int = 200,
+        batch: int = 1,
+        tool: str | None = None,
+    ) -> ProfileResult:
         """Build the artifact's TensorRT engine on the device with the exact command its build_engine.sh
         holds (edgevit.profile.trtexec.artifact_command), from a copy of the artifact folder, and time it."""
         from edgevit.profile.runners import load_artifact
@@ -226,11 +303,18 @@ class SshRunner:
             self.cleanup(tmp)
         text = proc.stdout.decode(errors="replace") + "\n" + proc.stderr.decode(errors="replace")
         parsed = parse_trtexec(text)
-        return ProfileResult(runtime=f"tensorrt {parsed.get('tensorrt_version', '')} (trtexec)".replace("  ", " "),
-                             format=artifact.format, precision=precision, device=str(self.device), threads=None,
-                             batch=batch, input_shape=list(artifact.input_shape), stats=trtexec_stats(parsed, batch),
-                             peak_mem_mb=None, extra={"trtexec": parsed, "command": argv,
-                                                      "metric": "GPU Compute Time (kernels only)"})
+        return ProfileResult(
+            runtime=f"tensorrt {parsed.get('tensorrt_version', '')} (trtexec)".replace("  ", " "),
+            format=artifact.format,
+            precision=precision,
+            device=str(self.device),
+            threads=None,
+            batch=batch,
+            input_shape=list(artifact.input_shape),
+            stats=trtexec_stats(parsed, batch),
+            peak_mem_mb=None,
+            extra={"trtexec": parsed, "command": argv, "metric": "GPU Compute Time (kernels only)"},
+        )
 
 
 def _skip_caches(info: tarfile.TarInfo) -> tarfile.TarInfo | None:

@@ -19,8 +19,8 @@ from edgevit.errors import EdgevitError
 from edgevit.files import write_json
 from edgevit.paths import resolve_run
 from edgevit.profile.runners import DEFAULT_ITERATIONS, DEFAULT_WARMUP, ProfileResult
+from edgevit.vocab import BASELINE
 
-BASELINE = "pytorch"
 PROFILES_DIR = "profiles"
 
 
@@ -32,6 +32,16 @@ class Timing:
     warmup: int = DEFAULT_WARMUP
     threads: int | None = None
     batch: int | None = None
+
+    def __post_init__(self) -> None:  # the one place these are checked: bad values fail before any file is read
+        for param, value, low in (
+            ("iterations", self.iterations, 1),
+            ("warmup", self.warmup, 0),
+            ("threads", self.threads, 1),
+            ("batch", self.batch, 1),
+        ):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+                raise EdgevitError(f"{param} must be a whole number >= {low} (got {value!r})", param)
 
 
 @dataclass
@@ -46,6 +56,12 @@ class Device:
     remote_tool: str | None = None
     connect_timeout: int = 10
     timeout: float = 900.0
+
+    def __post_init__(self) -> None:
+        if self.url != "local":
+            from edgevit.profile.ssh import SshDevice
+
+            SshDevice.parse(self.url)  # a bad URL is one line before any file is read
 
     @property
     def local(self) -> bool:
@@ -69,9 +85,17 @@ def _device_for(device: Device, target: Any) -> Device:
     return Device(**{**vars(device), "url": url})
 
 
-def profile(run: str | Path, target: str = BASELINE, precision: str | None = None, *,
-            device: Device | str = "local", timing: Timing | None = None, options: dict[str, Any] | None = None,
-            ledger: bool = True, use_target_device: bool = True) -> ProfileResult:
+def profile(
+    run: str | Path,
+    target: str = BASELINE,
+    precision: str | None = None,
+    *,
+    device: Device | str = "local",
+    timing: Timing | None = None,
+    options: dict[str, Any] | None = None,
+    ledger: bool = True,
+    use_target_device: bool = True,
+) -> ProfileResult:
     """Time one export of a run (its folder under exports/<target>/<precision>) or the PyTorch baseline."""
     from edgevit.config import load_target
 
@@ -85,10 +109,13 @@ def profile(run: str | Path, target: str = BASELINE, precision: str | None = Non
         tgt = load_target(target)
         folder = artifact_dir(run_dir, tgt.name, precision or tgt.precision)
         if not (folder / "manifest.json").is_file():
-            raise EdgevitError(f"run {run_dir.name} has no {tgt.name} {folder.name} export ({folder} missing): run "
-                               f"`edgevit export {run_dir.name} --target {tgt.name} --precision {folder.name}` first")
-        result = profile_artifact_on(folder, tgt, _device_for(device, tgt) if use_target_device else device,
-                                     timing, options)
+            raise EdgevitError(
+                f"run {run_dir.name} has no {tgt.name} {folder.name} export ({folder} missing): run "
+                f"`edgevit export {run_dir.name} --target {tgt.name} --precision {folder.name}` first"
+            )
+        result = profile_artifact_on(
+            folder, tgt, _device_for(device, tgt) if use_target_device else device, timing, options
+        )
         name = tgt.name
     if ledger:
         result.extra["ledger_id"] = record(run_dir, name, result, folder)
@@ -102,12 +129,18 @@ def _profile_baseline(run_dir: Path, device: Device, timing: Timing) -> ProfileR
 
     if not device.local:
         raise EdgevitError("the PyTorch baseline is profiled here only (drop --device)")
-    return runners.profile_student(run_dir / STUDENT_FILE, batch=timing.batch or 1, threads=timing.threads,
-                                   iterations=timing.iterations, warmup=timing.warmup)
+    return runners.profile_student(
+        run_dir / STUDENT_FILE,
+        batch=timing.batch or 1,
+        threads=timing.threads,
+        iterations=timing.iterations,
+        warmup=timing.warmup,
+    )
 
 
-def profile_artifact_on(folder: Path, target: Any, device: Device, timing: Timing,
-                        options: dict[str, Any] | None = None) -> ProfileResult:
+def profile_artifact_on(
+    folder: Path, target: Any, device: Device, timing: Timing, options: dict[str, Any] | None = None
+) -> ProfileResult:
     """One artifact folder timed on `device` with the tool its format needs there."""
     from edgevit.profile import runners
 
@@ -118,13 +151,25 @@ def profile_artifact_on(folder: Path, target: Any, device: Device, timing: Timin
         return runners.profile_artifact(folder, batch=timing.batch, options=options, **kw)
     from edgevit.profile.ssh import SshRunner
 
-    ssh = SshRunner(device.url, known_hosts=device.known_hosts, identity=device.identity, ssh_config=device.ssh_config,
-                    connect_timeout=device.connect_timeout, timeout=device.timeout, workdir=target.device.workdir,
-                    python=_remote_python(device, target))
+    ssh = SshRunner(
+        device.url,
+        known_hosts=device.known_hosts,
+        identity=device.identity,
+        ssh_config=device.ssh_config,
+        connect_timeout=device.connect_timeout,
+        timeout=device.timeout,
+        workdir=target.device.workdir,
+        python=_remote_python(device, target),
+    )
     if target.format == "tensorrt":
         tool = device.remote_tool or (target.device.tool if "trtexec" in (target.device.tool or "") else None)
-        return ssh.profile_trtexec(folder, precision=folder.name.split("-")[0], iterations=timing.iterations,
-                                   tool=tool, batch=timing.batch or 1)
+        return ssh.profile_trtexec(
+            folder,
+            precision=folder.name.split("-")[0],
+            iterations=timing.iterations,
+            tool=tool,
+            batch=timing.batch or 1,
+        )
     return ssh.profile_agent(folder, batch=timing.batch, options=options, **kw)
 
 
@@ -142,8 +187,10 @@ def _local_trtexec(folder: Path, precision: str, device: Device, timing: Timing)
 
     tool = device.remote_tool or shutil.which("trtexec") or shutil.which("/usr/src/tensorrt/bin/trtexec")
     if not tool:
-        raise EdgevitError("the tensorrt runtime is not available here (no trtexec): TensorRT engines are built and "
-                           "timed on the device, pass --device ssh://user@jetson")
+        raise EdgevitError(
+            "the tensorrt runtime is not available here (no trtexec): TensorRT engines are built and "
+            "timed on the device, pass --device ssh://user@jetson"
+        )
     art = load_artifact(folder)
     argv = artifact_command(art.manifest, tool, timing.iterations)
     try:
@@ -152,9 +199,17 @@ def _local_trtexec(folder: Path, precision: str, device: Device, timing: Timing)
         raise EdgevitError(f"trtexec timed out after {device.timeout:.0f} s") from None
     parsed = parse_trtexec(proc.stdout + "\n" + proc.stderr)
     batch = timing.batch or 1
-    return ProfileResult(runtime="tensorrt (trtexec)", format=art.format, precision=precision,
-                         device=device_description(), threads=None, batch=batch, input_shape=list(art.input_shape),
-                         stats=trtexec_stats(parsed, batch), extra={"trtexec": parsed, "command": argv})
+    return ProfileResult(
+        runtime="tensorrt (trtexec)",
+        format=art.format,
+        precision=precision,
+        device=device_description(),
+        threads=None,
+        batch=batch,
+        input_shape=list(art.input_shape),
+        stats=trtexec_stats(parsed, batch),
+        extra={"trtexec": parsed, "command": argv},
+    )
 
 
 def record(run_dir: Path, target_name: str, result: ProfileResult, folder: Path | None = None) -> int:
@@ -165,11 +220,26 @@ def record(run_dir: Path, target_name: str, result: ProfileResult, folder: Path 
     ledger = Ledger(run_dir.parent)
     export = ledger.latest_export(run_dir.name, target=target_name, folder=folder.name) if folder else None
     return ledger.record_profile(
-        run_dir.name, target=target_name, format=result.format, precision=split_precision(result.precision)[0],
-        export_id=export["id"] if export else None, runtime=result.runtime,
-        device=result.device, threads=result.threads, batch=result.batch, iterations=s.iterations, warmup=s.warmup,
-        median_ms=s.median_ms, p90_ms=s.p90_ms, p99_ms=s.p99_ms, mean_ms=s.mean_ms, throughput=s.throughput,
-        peak_mem_mb=result.peak_mem_mb, load_ms=getattr(result, "load_ms", None), extra=result.extra)
+        run_dir.name,
+        target=target_name,
+        format=result.format,
+        precision=split_precision(result.precision)[0],
+        export_id=export["id"] if export else None,
+        runtime=result.runtime,
+        device=result.device,
+        threads=result.threads,
+        batch=result.batch,
+        iterations=s.iterations,
+        warmup=s.warmup,
+        median_ms=s.median_ms,
+        p90_ms=s.p90_ms,
+        p99_ms=s.p99_ms,
+        mean_ms=s.mean_ms,
+        throughput=s.throughput,
+        peak_mem_mb=result.peak_mem_mb,
+        load_ms=getattr(result, "load_ms", None),
+        extra=result.extra,
+    )
 
 
 def write_result(run_dir: Path, target_name: str, result: ProfileResult) -> Path:

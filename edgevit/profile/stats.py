@@ -54,14 +54,24 @@ def summarize(times_ms: Sequence[float], batch: int = 1, warmup: int = 0) -> Lat
     n = len(s)
     mean = sum(s) / n
     std = math.sqrt(sum((t - mean) ** 2 for t in s) / n)
-    return LatencyStats(median_ms=percentile(s, 50), p90_ms=percentile(s, 90), p99_ms=percentile(s, 99),
-                        mean_ms=mean, min_ms=s[0], max_ms=s[-1], std_ms=std,
-                        throughput=batch * 1000.0 / mean if mean > 0 else float("inf"),
-                        iterations=n, warmup=warmup, batch=batch)
+    return LatencyStats(
+        median_ms=percentile(s, 50),
+        p90_ms=percentile(s, 90),
+        p99_ms=percentile(s, 99),
+        mean_ms=mean,
+        min_ms=s[0],
+        max_ms=s[-1],
+        std_ms=std,
+        throughput=batch * 1000.0 / mean if mean > 0 else float("inf"),
+        iterations=n,
+        warmup=warmup,
+        batch=batch,
+    )
 
 
-def interleaved(fns: dict[str, Callable[[Any], Any]], x: Any, rounds: int, calls: int,
-                warmup: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+def interleaved(
+    fns: dict[str, Callable[[Any], Any]], x: Any, rounds: int, calls: int, warmup: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Round-robin timing: every round gives every variant `calls` timed calls after 2 untimed ones.
 
     On a machine shared with other work, timing variants one after another charges each with

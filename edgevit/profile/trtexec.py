@@ -26,8 +26,14 @@ _TOTAL = re.compile(r"Total (?P<what>Host Walltime|GPU Compute Time):\s*(?P<v>[-
 _VERSION = re.compile(r"TensorRT(?:\.trtexec)? \[TensorRT v(?P<v>\d+)\]|TensorRT version: (?P<dotted>[\d.]+)")
 _TRACE = re.compile(r"Timing trace has (?P<n>\d+) queries over")
 _WARMUP = re.compile(r"Warmup completed (?P<n>\d+) queries")
-_KEYS = {"Latency": "latency", "GPU Compute Time": "gpu_compute", "H2D Latency": "h2d",
-         "D2H Latency": "d2h", "Enqueue Time": "enqueue", "End-to-End Host Latency": "end_to_end"}
+_KEYS = {
+    "Latency": "latency",
+    "GPU Compute Time": "gpu_compute",
+    "H2D Latency": "h2d",
+    "D2H Latency": "d2h",
+    "Enqueue Time": "enqueue",
+    "End-to-End Host Latency": "end_to_end",
+}
 
 
 def _stats(body: str) -> dict[str, float]:
@@ -45,7 +51,8 @@ def parse_trtexec(text: str) -> dict[str, Any]:
     """The performance summary of a trtexec run as numbers (ms, qps, s).
 
     Returns {"throughput_qps", "gpu_compute": {min,max,mean,median,p90?,p95?,p99}, "latency": {...},
-    "h2d", "d2h", "enqueue", "total_host_walltime_s", "total_gpu_compute_s", "queries", "warmup_queries", "tensorrt_version"};
+    "h2d", "d2h", "enqueue", "total_host_walltime_s", "total_gpu_compute_s", "queries", "warmup_queries",
+    "tensorrt_version"};
     sections trtexec did not print are absent. Raises EdgevitError when there is no summary (the
     build or the run failed), quoting trtexec's last error line.
     """
@@ -63,7 +70,9 @@ def parse_trtexec(text: str) -> dict[str, Any]:
         if key:
             out[key] = _stats(m.group("body"))
     for m in _TOTAL.finditer(summary):
-        out["total_host_walltime_s" if m.group("what") == "Host Walltime" else "total_gpu_compute_s"] = float(m.group("v"))
+        out["total_host_walltime_s" if m.group("what") == "Host Walltime" else "total_gpu_compute_s"] = float(
+            m.group("v")
+        )
     if m := _TRACE.search(text):
         out["queries"] = int(m.group("n"))
     if m := _WARMUP.search(text):
@@ -75,9 +84,18 @@ def parse_trtexec(text: str) -> dict[str, Any]:
     return out
 
 
-def trtexec_command(tool: str = "trtexec", *, precision: str, fp32_layers: Sequence[str] = (),
-                    workspace_mb: int = 1024, use_dla: bool = False, iterations: int = 200, warmup_ms: int = 500,
-                    onnx: str = "model.onnx", engine: str = "model.engine") -> list[str]:
+def trtexec_command(
+    tool: str = "trtexec",
+    *,
+    precision: str,
+    fp32_layers: Sequence[str] = (),
+    workspace_mb: int = 1024,
+    use_dla: bool = False,
+    iterations: int = 200,
+    warmup_ms: int = 500,
+    onnx: str = "model.onnx",
+    engine: str = "model.engine",
+) -> list[str]:
     """THE trtexec call for an artifact, run from its folder: build the engine at `precision`, save it,
     time it. The export's build_engine.sh and the profilers (SSH and local) all use this function with
     the build settings the export recorded (manifest["trtexec_build"]), so the engine timed on the
@@ -91,8 +109,13 @@ def trtexec_command(tool: str = "trtexec", *, precision: str, fp32_layers: Seque
     flags = {"fp32": [], "fp16": ["--fp16"], "bf16": ["--bf16"], "int8": ["--int8", "--fp16"]}
     if precision not in flags:
         raise EdgevitError(f"trtexec cannot build precision '{precision}' (choose {', '.join(flags)})")
-    argv = [tool, f"--onnx={onnx}", f"--saveEngine={engine}", f"--memPoolSize=workspace:{workspace_mb}M",
-            *flags[precision]]
+    argv = [
+        tool,
+        f"--onnx={onnx}",
+        f"--saveEngine={engine}",
+        f"--memPoolSize=workspace:{workspace_mb}M",
+        *flags[precision],
+    ]
     if precision != "fp32" and fp32_layers:
         argv += ["--precisionConstraints=obey", "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in fp32_layers)]
     if use_dla:
@@ -104,8 +127,10 @@ def artifact_command(manifest: dict[str, Any], tool: str, iterations: int = 200)
     """The trtexec call for an exported TensorRT artifact (its recorded build settings, this tool)."""
     build = manifest.get("trtexec_build")
     if not build:
-        raise EdgevitError("this TensorRT artifact has no recorded build settings (trtexec_build in manifest.json): "
-                           "export it again with this edgevit")
+        raise EdgevitError(
+            "this TensorRT artifact has no recorded build settings (trtexec_build in manifest.json): "
+            "export it again with this edgevit"
+        )
     return trtexec_command(tool, **build, iterations=iterations)
 
 
@@ -115,7 +140,16 @@ def trtexec_stats(parsed: dict[str, Any], batch: int = 1) -> "LatencyStats":
 
     g = parsed["gpu_compute"]
     qps = parsed.get("throughput_qps")
-    return LatencyStats(median_ms=g["median"], p90_ms=g.get("p90"), p99_ms=g.get("p99"), mean_ms=g["mean"],
-                        min_ms=g.get("min"), max_ms=g.get("max"), std_ms=None,
-                        throughput=qps * batch if qps is not None else batch * 1000.0 / g["mean"],
-                        iterations=parsed.get("queries"), warmup=parsed.get("warmup_queries"), batch=batch)
+    return LatencyStats(
+        median_ms=g["median"],
+        p90_ms=g.get("p90"),
+        p99_ms=g.get("p99"),
+        mean_ms=g["mean"],
+        min_ms=g.get("min"),
+        max_ms=g.get("max"),
+        std_ms=None,
+        throughput=qps * batch if qps is not None else batch * 1000.0 / g["mean"],
+        iterations=parsed.get("queries"),
+        warmup=parsed.get("warmup_queries"),
+        batch=batch,
+    )

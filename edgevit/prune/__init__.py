@@ -11,8 +11,10 @@ __all__ = ["prune", "prune_model"]
 def __getattr__(name: str) -> Any:
     if name == "prune":
         from edgevit.prune.pipeline import prune
+
         return prune
     if name == "prune_model":
         from edgevit.prune.engine import prune_model
+
         return prune_model
     raise AttributeError(f"module 'edgevit.prune' has no attribute {name!r}")

@@ -24,7 +24,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -37,12 +37,9 @@ from torch import nn
 
 from edgevit.errors import EdgevitError
 from edgevit.models.prunable import PvtAttention
+from edgevit.vocab import IMPORTANCES, PRUNE_ATTENTION, PRUNE_BY, Importance
 
-IMPORTANCES = ("taylor", "magnitude", "hessian")
-BY = ("macs", "params")
-ATTENTION = ("dims", "heads", "both")
 MIN_KEEP = 0.1  # under global ranking no layer keeps fewer than this share of its channels
-Importance = Literal["taylor", "magnitude", "hessian"]
 
 
 @dataclass
@@ -66,17 +63,18 @@ class PruneReport:
 
 # ------------------------------------------------------------------------------------ checks
 def check_options(ratio: float, by: str, importance: str, attention: str = "dims", steps: int = 1) -> None:
-    """Bad input fails in one line before any work."""
+    """`prune_model`'s own options (the stage validates through `PruneConfig`): one line before any work."""
     if not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
-        raise EdgevitError(f"--ratio must be between 0 and 1 (the share of {by} to remove), got {ratio}")
-    if by not in BY:
-        raise EdgevitError(f"--by must be one of {', '.join(BY)}, got '{by}'")
-    if importance not in IMPORTANCES:
-        raise EdgevitError(f"unknown importance '{importance}': use one of {', '.join(IMPORTANCES)}")
-    if attention not in ATTENTION:
-        raise EdgevitError(f"--attention must be one of {', '.join(ATTENTION)}, got '{attention}'")
+        raise EdgevitError(f"ratio must be between 0 and 1 (the share of {by} to remove), got {ratio}", "ratio")
+    for param, value, allowed in (
+        ("by", by, PRUNE_BY),
+        ("importance", importance, IMPORTANCES),
+        ("attention", attention, PRUNE_ATTENTION),
+    ):
+        if value not in allowed:
+            raise EdgevitError(f"{param} must be one of {', '.join(allowed)}, got '{value}'", param)
     if not isinstance(steps, int) or steps < 1:
-        raise EdgevitError(f"--steps must be a whole number >= 1, got {steps}")
+        raise EdgevitError(f"steps must be a whole number >= 1, got {steps}", "steps")
 
 
 # ------------------------------------------------------------------------------------ families
@@ -144,7 +142,7 @@ def sync_attributes(model: nn.Module) -> None:
                 layer.weight[:q_rows] *= factor
                 if layer.bias is not None:
                     layer.bias[:q_rows] *= factor
-        a.head_dim, a.scale = head_dim, head_dim ** -0.5
+        a.head_dim, a.scale = head_dim, head_dim**-0.5
         if isinstance(a, VitAttention):
             a.attn_dim = a.num_heads * head_dim
         else:
@@ -186,8 +184,7 @@ def structure(model: nn.Module) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ importance
-def importance_signal(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                      kind: Importance) -> None:
+def importance_signal(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], kind: Importance) -> None:
     """Leave in each parameter's `.grad` what the criterion reads: the summed loss gradient
     (taylor) or the mean squared per-sample gradient, a diagonal Hessian estimate (hessian)."""
     model.eval()  # no dropout or drop-path noise in the scores
@@ -278,8 +275,15 @@ def _prune_heads(model: nn.Module, example: torch.Tensor, share: float, crit: An
 
 
 # ------------------------------------------------------------------------------------ one ratio
-def prune_channels(model: nn.Module, example: torch.Tensor, s: float, kind: Importance = "magnitude",
-                   isomorphic: bool = False, attention: str = "dims", embed: bool = False) -> nn.Module:
+def prune_channels(
+    model: nn.Module,
+    example: torch.Tensor,
+    s: float,
+    kind: Importance = "magnitude",
+    isomorphic: bool = False,
+    attention: str = "dims",
+    embed: bool = False,
+) -> nn.Module:
     """Prune `model` in place at channel ratio `s` (whole heads first, then widths), Torch-Pruning's
     own unit; `prune_model` finds the `s` that meets a MAC or parameter target."""
     with warnings.catch_warnings(), torch.enable_grad():  # its graph is traced through autograd
@@ -287,8 +291,9 @@ def prune_channels(model: nn.Module, example: torch.Tensor, s: float, kind: Impo
         return _prune_channels(model, example, s, kind, isomorphic, attention, embed)
 
 
-def _prune_channels(model: nn.Module, example: torch.Tensor, s: float, kind: Importance, isomorphic: bool,
-                    attention: str, embed: bool) -> nn.Module:
+def _prune_channels(
+    model: nn.Module, example: torch.Tensor, s: float, kind: Importance, isomorphic: bool, attention: str, embed: bool
+) -> nn.Module:
     crit = _criterion(kind)
     fam = family(model)
     head_share = {"dims": 0.0, "heads": s, "both": 1 - math.sqrt(1 - s)}[attention] if fam in ("deit", "pvt_v2") else 0
@@ -296,11 +301,18 @@ def _prune_channels(model: nn.Module, example: torch.Tensor, s: float, kind: Imp
     _prune_heads(model, example, head_share, crit, isomorphic)
     heads = {layer: a.num_heads for a in _attentions(model) for layer in _head_layers(a)}
     pruner = tp.pruner.BasePruner(
-        model, example, importance=_KeepSome(crit, heads) if isomorphic else crit,
-        global_pruning=isomorphic, isomorphic=isomorphic, pruning_ratio=s,
+        model,
+        example,
+        importance=_KeepSome(crit, heads) if isomorphic else crit,
+        global_pruning=isomorphic,
+        isomorphic=isomorphic,
+        pruning_ratio=s,
         pruning_ratio_dict={tuple(_head_layers(a)): dim_share for a in _attentions(model)} if dim_share != s else None,
-        ignored_layers=_ignored(model, embed), num_heads=heads, prune_num_heads=False,
-        prune_head_dims=dim_share > 0)
+        ignored_layers=_ignored(model, embed),
+        num_heads=heads,
+        prune_num_heads=False,
+        prune_head_dims=dim_share > 0,
+    )
     pruner.step()
     sync_attributes(model)
     return model
@@ -324,9 +336,18 @@ def count(model: nn.Module, example: torch.Tensor) -> tuple[float, int]:
 
 
 # ------------------------------------------------------------------------------------ entry point
-def prune_model(model: nn.Module, example: torch.Tensor, keep: float, *, by: str = "macs",
-                importance: Importance = "magnitude", isomorphic: bool = False, attention: str = "dims",
-                embed: bool = False, log: Callable[[str], None] = lambda _m: None) -> tuple[nn.Module, PruneReport]:
+def prune_model(
+    model: nn.Module,
+    example: torch.Tensor,
+    keep: float,
+    *,
+    by: str = "macs",
+    importance: Importance = "magnitude",
+    isomorphic: bool = False,
+    attention: str = "dims",
+    embed: bool = False,
+    log: Callable[[str], None] = lambda _m: None,
+) -> tuple[nn.Module, PruneReport]:
     """A pruned copy of `model` with about `keep` of its MACs (or params); `model` is left as is.
 
     For taylor/hessian, call `importance_signal(model, batches, kind)` first: the copy carries the
@@ -347,8 +368,10 @@ def prune_model(model: nn.Module, example: torch.Tensor, keep: float, *, by: str
     lo, hi = 0.0, 0.8 if isomorphic else 0.95
     best, value = trial(hi)
     if value > target * 1.001:
-        raise EdgevitError(f"cannot prune this {fam} student to {keep:.0%} of its {by} "
-                           f"(at most {value / base:.0%} is reachable); ask for a smaller --ratio")
+        raise EdgevitError(
+            f"cannot prune this {fam} student to {keep:.0%} of its {by} "
+            f"(at most {value / base:.0%} is reachable); ask for a smaller --ratio"
+        )
     best_s = hi
     for _ in range(9):  # bisection on the channel ratio: ~0.002 resolution
         mid = (lo + hi) / 2
@@ -359,9 +382,13 @@ def prune_model(model: nn.Module, example: torch.Tensor, keep: float, *, by: str
             lo = mid
     _check_result(best)
     macs1, params1 = count(best, example)
-    report = PruneReport(fam, by, keep, best_s, macs0, macs1, params0, params1, time.perf_counter() - t0, structure(best))
-    log(f"pruned {fam}: channel ratio {best_s:.3f}, MACs {macs0 / 1e6:.2f} M -> {macs1 / 1e6:.2f} M, "
-        f"params {params0 / 1e6:.3f} M -> {params1 / 1e6:.3f} M ({report.seconds:.1f} s)")
+    report = PruneReport(
+        fam, by, keep, best_s, macs0, macs1, params0, params1, time.perf_counter() - t0, structure(best)
+    )
+    log(
+        f"pruned {fam}: channel ratio {best_s:.3f}, MACs {macs0 / 1e6:.2f} M -> {macs1 / 1e6:.2f} M, "
+        f"params {params0 / 1e6:.3f} M -> {params1 / 1e6:.3f} M ({report.seconds:.1f} s)"
+    )
     for p in best.parameters():
         p.grad = None
     return best, report

@@ -24,14 +24,21 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgevit.errors import EdgevitError
+from edgevit.vocab import QUANT_METHODS
 
-METHODS = ("ptq", "tune", "qat")
+METHODS = QUANT_METHODS
 MAX_DROP_RANGE = (0.0, 100.0)
 # format -> methods it can do (INT8 is static there); Core ML's INT8 is weight-only compression.
-SUPPORTED: dict[str, tuple[str, ...]] = {"onnx": METHODS, "openvino": METHODS, "tflite": METHODS,
-                                         "tensorrt": METHODS, "coreml": ()}
+SUPPORTED: dict[str, tuple[str, ...]] = {
+    "onnx": METHODS,
+    "openvino": METHODS,
+    "tflite": METHODS,
+    "tensorrt": METHODS,
+    "coreml": (),
+}
 TOOLS = {  # what each (format, method) runs, for the manifest's tool versions
-    "onnx": ("onnx", "onnxruntime", "nncf", "neural-compressor", "torchao"), "openvino": ("openvino", "nncf", "torchao"),
+    "onnx": ("onnx", "onnxruntime", "nncf", "neural-compressor", "torchao"),
+    "openvino": ("openvino", "nncf", "torchao"),
     "tflite": ("litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torchao"),
     "tensorrt": ("onnx", "onnxruntime", "polygraphy", "nvidia-modelopt", "torchao"),
 }
@@ -51,9 +58,13 @@ def check_request(fmt: str, target_name: str, method: str, max_drop: float, tool
     if method not in SUPPORTED.get(fmt, ()):
         able = sorted({t for t, ms in SUPPORTED.items() if method in ms})
         if fmt == "coreml":
-            raise EdgevitError(f"target {target_name} ({fmt}) has weight-only INT8 (no activation quantization to tune "
-                               f"or train): --method {method} works for {', '.join(able)} targets")
-        raise EdgevitError(f"target {target_name} ({fmt}) cannot do --method {method} (formats that can: {', '.join(able)})")
+            raise EdgevitError(
+                f"target {target_name} ({fmt}) has weight-only INT8 (no activation quantization to tune "
+                f"or train): --method {method} works for {', '.join(able)} targets"
+            )
+        raise EdgevitError(
+            f"target {target_name} ({fmt}) cannot do --method {method} (formats that can: {', '.join(able)})"
+        )
     if tool is not None:
         if method != "tune":
             raise EdgevitError(f"--tool chooses the tuner of --method tune (asked with --method {method})")
@@ -62,10 +73,22 @@ def check_request(fmt: str, target_name: str, method: str, max_drop: float, tool
             raise EdgevitError(f"--tool {tool} cannot tune target {target_name} ({fmt}); its tuners: {able}")
 
 
-def quantize(run: str | Path, target: str | Any, method: str = "tune", max_drop: float = 0.5, *,
-             calibration: int | None = None, epochs: int = 3, steps: int | None = None, lr: float = 1e-4,
-             teacher: str = "student", tool: str | None = None, verify_images: int = 2000, ledger: bool = True,
-             log: Callable[[str], None] | None = None) -> Any:
+def quantize(
+    run: str | Path,
+    target: str | Any,
+    method: str = "tune",
+    max_drop: float = 0.5,
+    *,
+    calibration: int | None = None,
+    epochs: int = 3,
+    steps: int | None = None,
+    lr: float = 1e-4,
+    teacher: str = "student",
+    tool: str | None = None,
+    verify_images: int = 2000,
+    ledger: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> Any:
     """INT8 for one target with `method` (ptq|tune|qat), held to `max_drop` top-1 points below FP32.
 
     Returns the ExportResult (artifact + verification in the target's runtime). `calibration`: training
@@ -94,37 +117,60 @@ def quantize(run: str | Path, target: str | Any, method: str = "tune", max_drop:
         if method == "ptq":
             from edgevit.export.pipeline import timed_export
 
-            art, seconds = timed_export(inp.target.format, inp.model, inp.sample, inp.target, "int8",
-                                        inp.calibration, out, inp.meta)
+            art, seconds = timed_export(
+                inp.target.format, inp.model, inp.sample, inp.target, "int8", inp.calibration, out, inp.meta
+            )
             record: dict[str, Any] = {"float_layers": ptq_float_layers(art)}
         else:
+
             def convert():
                 nonlocal record
                 try:
                     art, record = _tuned(method, inp, out, float(max_drop), epochs, steps, lr, teacher, tool, log)
                 except ModuleNotFoundError as exc:
-                    raise EdgevitError(f"--method {method} for {inp.target.name} needs the package '{exc.name}': "
-                                       "pip install -e '.[quantize]'") from None
+                    raise EdgevitError(
+                        f"--method {method} for {inp.target.name} needs the package '{exc.name}': "
+                        "pip install -e '.[quantize]'"
+                    ) from None
                 return art
+
             record = {}
             art, seconds = run_converter(inp.target.format, f"int8 {method}", convert, TOOLS[inp.target.format], out)
-        art.manifest["quantization"] = {**(art.manifest.get("quantization") or {}), **record,
-                                        "method": method, "max_drop": float(max_drop)}
+        art.manifest["quantization"] = {
+            **(art.manifest.get("quantization") or {}),
+            **record,
+            "method": method,
+            "max_drop": float(max_drop),
+        }
         return art, seconds
 
     start = time.perf_counter()
     result = write_export(inp, build, ledger=ledger, max_drop=float(max_drop), method=method)
     v = result.verification
     drop = round(v.torch_top1 - v.top1, 2) if v.top1 is not None else None
-    log(f"{tgt.name} int8 {method}: top-1 {v.top1}% vs FP32 {v.torch_top1}% (drop {drop} pt, allowed {max_drop:g}) "
-        f"in {time.perf_counter() - start:.0f} s -> {result.artifact.directory}")
+    log(
+        f"{tgt.name} int8 {method}: top-1 {v.top1}% vs FP32 {v.torch_top1}% (drop {drop} pt, allowed {max_drop:g}) "
+        f"in {time.perf_counter() - start:.0f} s -> {result.artifact.directory}"
+    )
     return result
 
 
-def _tuned(method: str, inp: Any, out: Path, max_drop: float, epochs: int, steps: int | None, lr: float,
-           teacher: str, tool: str | None, log: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
-    fmt, args = inp.target.format, (inp.model, inp.sample, inp.target, inp.calibration, inp.val_x, inp.val_y,
-                                     inp.reference, max_drop, out)
+def _tuned(
+    method: str,
+    inp: Any,
+    out: Path,
+    max_drop: float,
+    epochs: int,
+    steps: int | None,
+    lr: float,
+    teacher: str,
+    tool: str | None,
+    log: Callable[[str], None],
+) -> tuple[Any, dict[str, Any]]:
+    fmt, args = (
+        inp.target.format,
+        (inp.model, inp.sample, inp.target, inp.calibration, inp.val_x, inp.val_y, inp.reference, max_drop, out),
+    )
     with contextlib.redirect_stdout(sys.stderr):
         if method == "tune":
             if fmt == "openvino":
@@ -144,8 +190,23 @@ def _tuned(method: str, inp: Any, out: Path, max_drop: float, epochs: int, steps
         from edgevit.quantize.qat import run as qat_run
 
         train_set = _train_split(inp)
-        return qat_run(inp.model, _teacher(inp, teacher, log), inp.sample, inp.target, train_set, inp.calibration,
-                       inp.val_x, inp.val_y, inp.reference, max_drop, out, epochs=epochs, steps=steps, lr=lr, log=log)
+        return qat_run(
+            inp.model,
+            _teacher(inp, teacher, log),
+            inp.sample,
+            inp.target,
+            train_set,
+            inp.calibration,
+            inp.val_x,
+            inp.val_y,
+            inp.reference,
+            max_drop,
+            out,
+            epochs=epochs,
+            steps=steps,
+            lr=lr,
+            log=log,
+        )
 
 
 def _train_split(inp: Any) -> Any:
@@ -154,7 +215,9 @@ def _train_split(inp: Any) -> Any:
 
     meta = inp.meta
     data = {**dict(meta["data"]), "img_size": int(inp.sample.shape[-1])}
-    return build_datasets(data, None, mean=tuple(meta["mean"]), std=tuple(meta["std"]), crop_pct=meta.get("crop_pct")).train
+    return build_datasets(
+        data, None, mean=tuple(meta["mean"]), std=tuple(meta["std"]), crop_pct=meta.get("crop_pct")
+    ).train
 
 
 def _teacher(inp: Any, teacher: str, log: Callable[[str], None]) -> Any:
@@ -170,10 +233,16 @@ def _teacher(inp: Any, teacher: str, log: Callable[[str], None]) -> Any:
 
     found = sorted((inp.run_dir / "teachers").glob("*.pt"))
     recipe_file = inp.run_dir / "recipe.yaml"
-    names = (yaml.safe_load(recipe_file.read_text()) or {}).get("teacher", {}).get("names", []) if recipe_file.exists() else []
+    names = (
+        (yaml.safe_load(recipe_file.read_text()) or {}).get("teacher", {}).get("names", [])
+        if recipe_file.exists()
+        else []
+    )
     if len(found) != 1 or len(names) != 1 or names[0] == "self":
-        raise EdgevitError(f"--teacher run needs a run with one saved timm teacher (teachers/*.pt and recipe.yaml); "
-                           f"{inp.run_dir.name} has {len(found)} file(s) for {names or 'no teacher'}: use --teacher student")
+        raise EdgevitError(
+            f"--teacher run needs a run with one saved timm teacher (teachers/*.pt and recipe.yaml); "
+            f"{inp.run_dir.name} has {len(found)} file(s) for {names or 'no teacher'}: use --teacher student"
+        )
     model = timm.create_model(names[0], pretrained=False, num_classes=len(inp.meta["class_names"]))
     model.load_state_dict(torch.load(found[0], map_location="cpu", weights_only=True))
     log(f"QAT teacher: {names[0]} from {found[0]}")

@@ -56,7 +56,9 @@ def configs(ranking: list[str]) -> list[Any]:
     """INC's own static set, then the best-guess config with 1, 2, 4, ... of the worst modules in fp32."""
     from neural_compressor.torch.quantization import StaticQuantConfig
 
-    out: list[Any] = [StaticQuantConfig(act_sym=sym, act_algo=algo) for sym in (True, False) for algo in ("minmax", "kl")]
+    out: list[Any] = [
+        StaticQuantConfig(act_sym=sym, act_algo=algo) for sym in (True, False) for algo in ("minmax", "kl")
+    ]
     k = 1
     while k <= len(ranking):
         cfg = StaticQuantConfig(act_sym=True, act_algo="minmax")
@@ -67,9 +69,18 @@ def configs(ranking: list[str]) -> list[Any]:
     return out
 
 
-def tune_onnx(model: torch.nn.Module, sample: torch.Tensor, target: Target, calibration: np.ndarray,
-              val_x: np.ndarray, val_y: np.ndarray, reference: np.ndarray, max_drop: float, out_dir: Path,
-              log: Callable[[str], None] = lambda _m: None) -> tuple[Artifact, dict[str, Any]]:
+def tune_onnx(
+    model: torch.nn.Module,
+    sample: torch.Tensor,
+    target: Target,
+    calibration: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    reference: np.ndarray,
+    max_drop: float,
+    out_dir: Path,
+    log: Callable[[str], None] = lambda _m: None,
+) -> tuple[Artifact, dict[str, Any]]:
     from neural_compressor.torch.export import export
     from neural_compressor.torch.quantization import TuningConfig, autotune
 
@@ -86,27 +97,47 @@ def tune_onnx(model: torch.nn.Module, sample: torch.Tensor, target: Target, cali
     def run_fn(m: Any) -> None:
         with torch.no_grad():
             for i in range(0, len(xs), 32):
-                m(xs[i:i + 32])
+                m(xs[i : i + 32])
 
     def eval_fn(m: Any) -> float:
         with torch.no_grad():
-            acc = top1(torch.cat([m(vx[i:i + 64]) for i in range(0, len(vx), 64)]).numpy(), val_y)
+            acc = top1(torch.cat([m(vx[i : i + 64]) for i in range(0, len(vx), 64)]).numpy(), val_y)
         results.append(acc)
-        log(f"  INC trial {len(results) - 1}: top-1 {acc:.2f}% (FP32 {fp32:.2f}%)" if len(results) > 1 else
-            f"  INC baseline: top-1 {acc:.2f}%")
+        log(
+            f"  INC trial {len(results) - 1}: top-1 {acc:.2f}% (FP32 {fp32:.2f}%)"
+            if len(results) > 1
+            else f"  INC baseline: top-1 {acc:.2f}%"
+        )
         return acc
 
     batch = torch.export.Dim("batch", min=1, max=4096)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         graph = export(copy.deepcopy(model).eval(), (sample.repeat(2, 1, 1, 1),), dynamic_shapes=({0: batch},))
-        tuned = autotune(graph, TuningConfig(config_set=trials, tolerable_loss=max_drop / max(fp32, 1e-9),
-                                             max_trials=len(trials)), eval_fn=eval_fn, run_fn=run_fn,
-                         example_inputs=(sample,))
+        tuned = autotune(
+            graph,
+            TuningConfig(config_set=trials, tolerable_loss=max_drop / max(fp32, 1e-9), max_trials=len(trials)),
+            eval_fn=eval_fn,
+            run_fn=run_fn,
+            example_inputs=(sample,),
+        )
     proto = to_onnx_qdq(tuned, sample, out_dir / MODEL_FILE, max(target.opset, 18))
-    art = Artifact("onnx", "int8", out_dir, [MODEL_FILE], list(sample.shape), {
-        "opset": int(proto.opset_import[0].version), "dynamic_batch": False, "input_name": INPUT, "output_name": OUTPUT,
-        "runtime": {k: v for k, v in target.runtime.items() if k in ("graph_optimization_level", "execution_provider")}})
+    art = Artifact(
+        "onnx",
+        "int8",
+        out_dir,
+        [MODEL_FILE],
+        list(sample.shape),
+        {
+            "opset": int(proto.opset_import[0].version),
+            "dynamic_batch": False,
+            "input_name": INPUT,
+            "output_name": OUTPUT,
+            "runtime": {
+                k: v for k, v in target.runtime.items() if k in ("graph_optimization_level", "execution_provider")
+            },
+        },
+    )
     predictor = open_predictor(art)
     try:
         acc = top1(predictor(val_x), val_y)
@@ -114,10 +145,17 @@ def tune_onnx(model: torch.nn.Module, sample: torch.Tensor, target: Target, cali
         predictor.close()
     best = _best_trial(results[1:], fp32, max_drop)
     floats = [n for n, _ in ranked][: _fallback_count(best, len(ranked))]
-    quant = {"scheme": "static", "format": "QDQ", "tool": "neural-compressor autotune (PT2E X86InductorQuantizer) + torch.onnx",
-             "trials": results[1:], "chosen_trial": best, "float_layers": floats,
-             "sensitivity": [{"layer": n, "error_alone": e} for n, e in ranked[:20]],
-             "tuned_top1": acc, "tuned_drop": round(fp32 - acc, 2)}
+    quant = {
+        "scheme": "static",
+        "format": "QDQ",
+        "tool": "neural-compressor autotune (PT2E X86InductorQuantizer) + torch.onnx",
+        "trials": results[1:],
+        "chosen_trial": best,
+        "float_layers": floats,
+        "sensitivity": [{"layer": n, "error_alone": e} for n, e in ranked[:20]],
+        "tuned_top1": acc,
+        "tuned_drop": round(fp32 - acc, 2),
+    }
     art.manifest["quantization"] = quant
     return art, quant
 

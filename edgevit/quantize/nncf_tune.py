@@ -27,18 +27,33 @@ COMPUTE_OV = ("MatMul", "Convolution", "ScaledDotProductAttention")
 COMPUTE_ONNX = ("MatMul", "Gemm", "Conv")
 
 
-def _datasets(nncf: Any, calibration: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, batch: int | None,
-              feed: Callable[[np.ndarray], Any] = lambda x: x) -> tuple[Any, Any]:
+def _datasets(
+    nncf: Any,
+    calibration: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    batch: int | None,
+    feed: Callable[[np.ndarray], Any] = lambda x: x,
+) -> tuple[Any, Any]:
     """Calibration batches and (image, label) validation items; `feed` makes a model input (ONNX: a dict)."""
     step = batch or len(calibration)
-    calib = nncf.Dataset([calibration[i:i + step] for i in range(0, len(calibration), step)], feed)
-    val = nncf.Dataset([(val_x[i:i + 1], int(val_y[i])) for i in range(len(val_x))], lambda item: feed(item[0]))
+    calib = nncf.Dataset([calibration[i : i + step] for i in range(0, len(calibration), step)], feed)
+    val = nncf.Dataset([(val_x[i : i + 1], int(val_y[i])) for i in range(len(val_x))], lambda item: feed(item[0]))
     return calib, val
 
 
-def tune_openvino(model: torch.nn.Module, sample: torch.Tensor, target: Target, calibration: np.ndarray,
-                  val_x: np.ndarray, val_y: np.ndarray, reference: np.ndarray, max_drop: float, out_dir: Path,
-                  log: Callable[[str], None] = lambda _m: None) -> tuple[Artifact, dict[str, Any]]:
+def tune_openvino(
+    model: torch.nn.Module,
+    sample: torch.Tensor,
+    target: Target,
+    calibration: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    reference: np.ndarray,
+    max_drop: float,
+    out_dir: Path,
+    log: Callable[[str], None] = lambda _m: None,
+) -> tuple[Artifact, dict[str, Any]]:
     import nncf
 
     from edgevit.export import openvino as ov_export
@@ -62,9 +77,17 @@ def tune_openvino(model: torch.nn.Module, sample: torch.Tensor, target: Target, 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             tuned = nncf.quantize_with_accuracy_control(
-                ov_model, calib, val, validate, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE,
-                model_type=ov_export.model_type_of(nncf, model), subset_size=len(calibration),
-                advanced_accuracy_restorer_parameters=params, **_nncf_kwargs(nncf, ov_export, q.options))
+                ov_model,
+                calib,
+                val,
+                validate,
+                max_drop=max_drop,
+                drop_type=nncf.DropType.ABSOLUTE,
+                model_type=ov_export.model_type_of(nncf, model),
+                subset_size=len(calibration),
+                advanced_accuracy_restorer_parameters=params,
+                **_nncf_kwargs(nncf, ov_export, q.options),
+            )
         import openvino as ov
 
         ptq_float = ov_float_layers(ov.Core().read_model(str(Path(initial) / "intermediate_model.xml")))
@@ -73,12 +96,18 @@ def tune_openvino(model: torch.nn.Module, sample: torch.Tensor, target: Target, 
     hint, checks = _choose_hint(art, val_x, val_y, reference, max_drop)
     art.manifest["runtime"]["INFERENCE_PRECISION_HINT"] = hint
     art.manifest["quantization"] = {
-        "scheme": "static", "tool": "nncf", "algorithm": "quantize_with_accuracy_control",
+        "scheme": "static",
+        "tool": "nncf",
+        "algorithm": "quantize_with_accuracy_control",
         "model_type": "transformer" if ov_export.model_type_of(nncf, model) else "default",
-        "subset_size": len(calibration), "options": dict(q.options), "float_layers": float_layers,
+        "subset_size": len(calibration),
+        "options": dict(q.options),
+        "float_layers": float_layers,
         "reverted_layers": [n for n in float_layers if n not in ptq_float],
-        "tuned_top1": checks[hint], "tuned_drop": round(top1(reference, val_y) - checks[hint], 2),
-        "hint_top1": checks}
+        "tuned_top1": checks[hint],
+        "tuned_drop": round(top1(reference, val_y) - checks[hint], 2),
+        "hint_top1": checks,
+    }
     return art, art.manifest["quantization"]
 
 
@@ -89,8 +118,9 @@ def _nncf_kwargs(nncf: Any, ov_export: Any, options: dict[str, Any]) -> dict[str
     return kwargs
 
 
-def _choose_hint(art: Artifact, val_x: np.ndarray, val_y: np.ndarray, reference: np.ndarray,
-                 max_drop: float) -> tuple[str, dict[str, float]]:
+def _choose_hint(
+    art: Artifact, val_x: np.ndarray, val_y: np.ndarray, reference: np.ndarray, max_drop: float
+) -> tuple[str, dict[str, float]]:
     """f32 (what NNCF validated with), or bf16 where the CPU has it and the drop still holds."""
     from edgevit.export.openvino import has_bf16
     from edgevit.runtimes import open_predictor
@@ -138,9 +168,18 @@ def _ov_layer_name(friendly: str) -> str:
 
 
 # --------------------------------------------------------------------------------------- ONNX
-def tune_onnx(model: torch.nn.Module, sample: torch.Tensor, target: Target, calibration: np.ndarray,
-              val_x: np.ndarray, val_y: np.ndarray, reference: np.ndarray, max_drop: float, out_dir: Path,
-              log: Callable[[str], None] = lambda _m: None) -> tuple[Artifact, dict[str, Any]]:
+def tune_onnx(
+    model: torch.nn.Module,
+    sample: torch.Tensor,
+    target: Target,
+    calibration: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    reference: np.ndarray,
+    max_drop: float,
+    out_dir: Path,
+    log: Callable[[str], None] = lambda _m: None,
+) -> tuple[Artifact, dict[str, Any]]:
     import nncf
     import onnx
     import onnxruntime as ort
@@ -168,29 +207,59 @@ def tune_onnx(model: torch.nn.Module, sample: torch.Tensor, target: Target, cali
         return top1(np.concatenate(logits), np.asarray(labels))
 
     # onnxruntime's ActivationSymmetric (the onnx target's default) is NNCF's performance preset
-    preset = nncf.QuantizationPreset.PERFORMANCE if q.options.get("ActivationSymmetric") else nncf.QuantizationPreset.MIXED
+    preset = (
+        nncf.QuantizationPreset.PERFORMANCE if q.options.get("ActivationSymmetric") else nncf.QuantizationPreset.MIXED
+    )
     with tempfile.TemporaryDirectory() as initial, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         params = nncf.AdvancedAccuracyRestorerParameters(intermediate_model_dir=initial)
         tuned = nncf.quantize_with_accuracy_control(
-            fp32_model, calib, val, validate, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, preset=preset,
-            model_type=model_type_of(nncf, model), subset_size=len(calibration),
+            fp32_model,
+            calib,
+            val,
+            validate,
+            max_drop=max_drop,
+            drop_type=nncf.DropType.ABSOLUTE,
+            preset=preset,
+            model_type=model_type_of(nncf, model),
+            subset_size=len(calibration),
             advanced_quantization_parameters=_no_smooth_quant(nncf),
-            advanced_accuracy_restorer_parameters=params)
+            advanced_accuracy_restorer_parameters=params,
+        )
         initial_path = Path(initial) / "intermediate_model.onnx"
         ptq_float = onnx_float_layers(onnx.load(str(initial_path))) if initial_path.exists() else None
     onnx.save(tuned, str(out_dir / onnx_export.MODEL_FILE))
     float_layers = onnx_float_layers(tuned)
     acc = validate(tuned, val.get_data())
-    quant = {"scheme": "static", "format": "QDQ", "tool": "nncf", "algorithm": "quantize_with_accuracy_control",
-             "preset": preset.value, "per_channel": True, "float_layers": float_layers,
-             "reverted_layers": None if ptq_float is None else [n for n in float_layers if n not in ptq_float],
-             "tuned_top1": acc, "tuned_drop": round(top1(reference, val_y) - acc, 2)}
-    return Artifact("onnx", "int8", out_dir, [onnx_export.MODEL_FILE], list(sample.shape), {
-        "opset": int(tuned.opset_import[0].version), "dynamic_batch": target.dynamic_batch,
-        "input_name": tuned.graph.input[0].name, "output_name": tuned.graph.output[0].name, "quantization": quant,
-        "runtime": {k: v for k, v in target.runtime.items() if k in ("graph_optimization_level", "execution_provider")},
-    }), quant
+    quant = {
+        "scheme": "static",
+        "format": "QDQ",
+        "tool": "nncf",
+        "algorithm": "quantize_with_accuracy_control",
+        "preset": preset.value,
+        "per_channel": True,
+        "float_layers": float_layers,
+        "reverted_layers": None if ptq_float is None else [n for n in float_layers if n not in ptq_float],
+        "tuned_top1": acc,
+        "tuned_drop": round(top1(reference, val_y) - acc, 2),
+    }
+    return Artifact(
+        "onnx",
+        "int8",
+        out_dir,
+        [onnx_export.MODEL_FILE],
+        list(sample.shape),
+        {
+            "opset": int(tuned.opset_import[0].version),
+            "dynamic_batch": target.dynamic_batch,
+            "input_name": tuned.graph.input[0].name,
+            "output_name": tuned.graph.output[0].name,
+            "quantization": quant,
+            "runtime": {
+                k: v for k, v in target.runtime.items() if k in ("graph_optimization_level", "execution_provider")
+            },
+        },
+    ), quant
 
 
 def _no_smooth_quant(nncf: Any) -> Any:
@@ -205,5 +274,8 @@ def _no_smooth_quant(nncf: Any) -> Any:
 def onnx_float_layers(model: Any) -> list[str]:
     """MatMul/Gemm/Conv nodes none of whose inputs comes out of a DequantizeLinear."""
     made_by = {o: n.op_type for n in model.graph.node for o in n.output}
-    return [n.name for n in model.graph.node
-            if n.op_type in COMPUTE_ONNX and not any(made_by.get(i) == "DequantizeLinear" for i in n.input)]
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type in COMPUTE_ONNX and not any(made_by.get(i) == "DequantizeLinear" for i in n.input)
+    ]

@@ -39,16 +39,32 @@ Log = Callable[[str], None]
 # ------------------------------------------------------------------------------------ quantizers
 def linear_conv_quantizer() -> Any:
     """PT2E QAT quantizer: symmetric int8 fake-quant on the inputs and weights of linear/conv ops."""
-    from torchao.quantization.pt2e import (FusedMovingAvgObsFakeQuantize, MovingAverageMinMaxObserver,
-                                           MovingAveragePerChannelMinMaxObserver)
+    from torchao.quantization.pt2e import (
+        FusedMovingAvgObsFakeQuantize,
+        MovingAverageMinMaxObserver,
+        MovingAveragePerChannelMinMaxObserver,
+    )
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, QuantizationSpec, Quantizer
 
-    act = QuantizationSpec(dtype=torch.int8, quant_min=-128, quant_max=127, qscheme=torch.per_tensor_symmetric,
-                           observer_or_fake_quant_ctr=FusedMovingAvgObsFakeQuantize.with_args(
-                               observer=MovingAverageMinMaxObserver, eps=2 ** -12))
-    weight = QuantizationSpec(dtype=torch.int8, quant_min=-127, quant_max=127, qscheme=torch.per_channel_symmetric,
-                              ch_axis=0, observer_or_fake_quant_ctr=FusedMovingAvgObsFakeQuantize.with_args(
-                                  observer=MovingAveragePerChannelMinMaxObserver, eps=2 ** -12))
+    act = QuantizationSpec(
+        dtype=torch.int8,
+        quant_min=-128,
+        quant_max=127,
+        qscheme=torch.per_tensor_symmetric,
+        observer_or_fake_quant_ctr=FusedMovingAvgObsFakeQuantize.with_args(
+            observer=MovingAverageMinMaxObserver, eps=2**-12
+        ),
+    )
+    weight = QuantizationSpec(
+        dtype=torch.int8,
+        quant_min=-127,
+        quant_max=127,
+        qscheme=torch.per_channel_symmetric,
+        ch_axis=0,
+        observer_or_fake_quant_ctr=FusedMovingAvgObsFakeQuantize.with_args(
+            observer=MovingAveragePerChannelMinMaxObserver, eps=2**-12
+        ),
+    )
     targets = {torch.ops.aten.linear.default, torch.ops.aten.conv2d.default}
 
     class LinearConvQuantizer(Quantizer):
@@ -56,7 +72,8 @@ def linear_conv_quantizer() -> Any:
             for node in model.graph.nodes:
                 if node.op == "call_function" and node.target in targets:
                     node.meta["quantization_annotation"] = QuantizationAnnotation(
-                        input_qspec_map={node.args[0]: act, node.args[1]: weight}, _annotated=True)
+                        input_qspec_map={node.args[0]: act, node.args[1]: weight}, _annotated=True
+                    )
             return model
 
         def validate(self, model: torch.fx.GraphModule) -> None:
@@ -90,16 +107,35 @@ def prepare(model: torch.nn.Module, sample: torch.Tensor, quantizer: Any) -> tor
         return prepare_qat_pt2e(graph, quantizer)
 
 
-def distill_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, alpha: float, tau: float) -> torch.Tensor:
+def distill_loss(
+    student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, alpha: float, tau: float
+) -> torch.Tensor:
     """(1 - alpha) CE(labels) + alpha tau^2 KL(teacher || student) at temperature tau."""
-    kd = F.kl_div(F.log_softmax(student / tau, 1), F.log_softmax(teacher / tau, 1), reduction="batchmean",
-                  log_target=True) * tau * tau
+    kd = (
+        F.kl_div(
+            F.log_softmax(student / tau, 1), F.log_softmax(teacher / tau, 1), reduction="batchmean", log_target=True
+        )
+        * tau
+        * tau
+    )
     return (1 - alpha) * F.cross_entropy(student, labels) + alpha * kd
 
 
-def train(qmodel: torch.fx.GraphModule, teacher: Callable[[torch.Tensor], torch.Tensor], train_set: Any,
-          epochs: int, *, batch_size: int = 64, lr: float = 1e-4, alpha: float = 0.5, tau: float = 1.0,
-          steps: int | None = None, calibration: np.ndarray | None = None, seed: int = 0, log: Log = print) -> list[dict]:
+def train(
+    qmodel: torch.fx.GraphModule,
+    teacher: Callable[[torch.Tensor], torch.Tensor],
+    train_set: Any,
+    epochs: int,
+    *,
+    batch_size: int = 64,
+    lr: float = 1e-4,
+    alpha: float = 0.5,
+    tau: float = 1.0,
+    steps: int | None = None,
+    calibration: np.ndarray | None = None,
+    seed: int = 0,
+    log: Log = print,
+) -> list[dict]:
     """A plain distillation loop over a fake-quantized graph (observers frozen for the last epoch).
 
     TODO(core Trainer): when the "train:" commit lands on `core`, run this as
@@ -112,12 +148,19 @@ def train(qmodel: torch.fx.GraphModule, teacher: Callable[[torch.Tensor], torch.
     if calibration is not None and len(calibration):
         with torch.no_grad():
             for i in range(0, len(calibration), batch_size):
-                qmodel(torch.from_numpy(calibration[i:i + batch_size]))
-    loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=len(train_set) > batch_size,
-                                         generator=torch.Generator().manual_seed(seed))
+                qmodel(torch.from_numpy(calibration[i : i + batch_size]))
+    loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=len(train_set) > batch_size,
+        generator=torch.Generator().manual_seed(seed),
+    )
     total = min(steps or math.inf, epochs * len(loader))
     opt = torch.optim.AdamW([p for p in qmodel.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / max(total, 1))))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / max(total, 1)))
+    )
     rows, step = [], 0
     for epoch in range(epochs):
         if epochs > 1 and epoch == epochs - 1:
@@ -151,8 +194,16 @@ def to_onnx_qdq(converted: torch.fx.GraphModule, sample: torch.Tensor, path: Pat
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(converted, (sample,), str(path), dynamo=True, opset_version=opset, input_names=[INPUT],
-                          output_names=[OUTPUT], verbose=False)
+        torch.onnx.export(
+            converted,
+            (sample,),
+            str(path),
+            dynamo=True,
+            opset_version=opset,
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            verbose=False,
+        )
     model = onnx.load(str(path))  # the dynamo exporter puts weights in <name>.data: keep one self-contained file
     onnx.save(model, str(path), save_as_external_data=False)
     path.with_name(path.name + ".data").unlink(missing_ok=True)
@@ -161,8 +212,17 @@ def to_onnx_qdq(converted: torch.fx.GraphModule, sample: torch.Tensor, path: Pat
     return model
 
 
-def export(qmodel: torch.fx.GraphModule, quantizer: Any, sample: torch.Tensor, target: Target, out_dir: Path,
-           val_x: np.ndarray, val_y: np.ndarray, reference: np.ndarray, max_drop: float) -> Artifact:
+def export(
+    qmodel: torch.fx.GraphModule,
+    quantizer: Any,
+    sample: torch.Tensor,
+    target: Target,
+    out_dir: Path,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    reference: np.ndarray,
+    max_drop: float,
+) -> Artifact:
     """The trained fake-quant graph in the target's own INT8 format."""
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
@@ -178,24 +238,51 @@ def export(qmodel: torch.fx.GraphModule, quantizer: Any, sample: torch.Tensor, t
         flat = convert(converted, sample, quant_config=QuantConfig(pt2e_quantizer=quantizer))
         (out_dir / MODEL_FILE).write_bytes(flat)
         quant = {"scheme": "static", "tool": "litert-torch PT2E (QAT)", "full_integer": False}
-        return Artifact("tflite", "int8", out_dir, [MODEL_FILE], list(sample.shape),
-                        {"quantization": quant, "runtime": {}, **_io_quantization(out_dir / MODEL_FILE)})
+        return Artifact(
+            "tflite",
+            "int8",
+            out_dir,
+            [MODEL_FILE],
+            list(sample.shape),
+            {"quantization": quant, "runtime": {}, **_io_quantization(out_dir / MODEL_FILE)},
+        )
     opset = max(target.opset, 18)  # the dynamo exporter's floor
     if fmt == "onnx":
         from edgevit.export.onnx import INPUT, MODEL_FILE, OUTPUT
 
         model = to_onnx_qdq(converted, sample, out_dir / MODEL_FILE, opset)
-        quant = {"scheme": "static", "format": "QDQ", "tool": "torchao PT2E QAT + torch.onnx (dynamo)", "per_channel": True}
-        return Artifact("onnx", "int8", out_dir, [MODEL_FILE], list(sample.shape), {
-            "opset": int(model.opset_import[0].version), "dynamic_batch": False, "input_name": INPUT,
-            "output_name": OUTPUT, "quantization": quant,
-            "runtime": {k: v for k, v in target.runtime.items() if k in ("graph_optimization_level", "execution_provider")}})
+        quant = {
+            "scheme": "static",
+            "format": "QDQ",
+            "tool": "torchao PT2E QAT + torch.onnx (dynamo)",
+            "per_channel": True,
+        }
+        return Artifact(
+            "onnx",
+            "int8",
+            out_dir,
+            [MODEL_FILE],
+            list(sample.shape),
+            {
+                "opset": int(model.opset_import[0].version),
+                "dynamic_batch": False,
+                "input_name": INPUT,
+                "output_name": OUTPUT,
+                "quantization": quant,
+                "runtime": {
+                    k: v for k, v in target.runtime.items() if k in ("graph_optimization_level", "execution_provider")
+                },
+            },
+        )
     if fmt == "tensorrt":
         from edgevit.export import tensorrt as trt_export
 
         to_onnx_qdq(converted, sample, out_dir / trt_export.MODEL_FILE, opset)
-        quant = {"scheme": "static", "tool": "torchao PT2E QAT + torch.onnx (dynamo)",
-                 "format": "QDQ (TensorRT explicit quantization, symmetric)"}
+        quant = {
+            "scheme": "static",
+            "tool": "torchao PT2E QAT + torch.onnx (dynamo)",
+            "format": "QDQ (TensorRT explicit quantization, symmetric)",
+        }
         return trt_export.package(out_dir / trt_export.MODEL_FILE, out_dir, sample, target, "int8", quant)
     if fmt == "openvino":
         import openvino as ov
@@ -218,30 +305,66 @@ def export(qmodel: torch.fx.GraphModule, quantizer: Any, sample: torch.Tensor, t
     raise EdgevitError(f"quantization-aware training has no exporter for the {fmt} format")
 
 
-def run(model: torch.nn.Module, teacher: torch.nn.Module | None, sample: torch.Tensor, target: Target,
-        train_set: Any, calibration: np.ndarray | None, val_x: np.ndarray, val_y: np.ndarray, reference: np.ndarray,
-        max_drop: float, out_dir: Path, *, epochs: int = 3, steps: int | None = None, lr: float = 1e-4,
-        batch_size: int = 64, alpha: float = 0.5, log: Log = print) -> tuple[Artifact, dict[str, Any]]:
+def run(
+    model: torch.nn.Module,
+    teacher: torch.nn.Module | None,
+    sample: torch.Tensor,
+    target: Target,
+    train_set: Any,
+    calibration: np.ndarray | None,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    reference: np.ndarray,
+    max_drop: float,
+    out_dir: Path,
+    *,
+    epochs: int = 3,
+    steps: int | None = None,
+    lr: float = 1e-4,
+    batch_size: int = 64,
+    alpha: float = 0.5,
+    log: Log = print,
+) -> tuple[Artifact, dict[str, Any]]:
     """Prepare, distil, convert and export; returns the artifact and what its manifest records."""
     quantizer = litert_quantizer() if target.format == "tflite" else linear_conv_quantizer()
     qmodel = prepare(model, sample, quantizer)
     frozen = copy.deepcopy(teacher if teacher is not None else model).eval()
     for p in frozen.parameters():
         p.requires_grad_(False)
-    log(f"QAT: {epochs} epoch(s) of distillation from the {'FP32 student' if teacher is None else 'run teacher'}"
-        f" on {len(train_set)} training images")
-    rows = train(qmodel, frozen, train_set, epochs, batch_size=batch_size, lr=lr, alpha=alpha, steps=steps,
-                 calibration=calibration, log=log)
+    log(
+        f"QAT: {epochs} epoch(s) of distillation from the {'FP32 student' if teacher is None else 'run teacher'}"
+        f" on {len(train_set)} training images"
+    )
+    rows = train(
+        qmodel,
+        frozen,
+        train_set,
+        epochs,
+        batch_size=batch_size,
+        lr=lr,
+        alpha=alpha,
+        steps=steps,
+        calibration=calibration,
+        log=log,
+    )
     from torchao.quantization.pt2e import move_exported_model_to_eval
 
     move_exported_model_to_eval(qmodel)
     with torch.no_grad():
-        fake = np.concatenate([qmodel(torch.from_numpy(val_x[i:i + 256])).numpy() for i in range(0, len(val_x), 256)])
+        fake = np.concatenate([qmodel(torch.from_numpy(val_x[i : i + 256])).numpy() for i in range(0, len(val_x), 256)])
     log(f"  fake-quant PyTorch model: top-1 {top1(fake, val_y):.2f}% (FP32 {top1(reference, val_y):.2f}%)")
     art = export(qmodel, quantizer, sample, target, out_dir, val_x, val_y, reference, max_drop)
-    record = {"epochs": epochs, "steps": rows[-1]["steps"] if rows else 0, "lr": lr, "batch_size": batch_size,
-              "teacher": "fp32 student" if teacher is None else "run teacher", "loss": f"(1-a) CE + a tau^2 KL, a={alpha:g}, tau=1",
-              "history": rows, "fake_quant_top1": top1(fake, val_y), "float_layers": float_layers(art)}
+    record = {
+        "epochs": epochs,
+        "steps": rows[-1]["steps"] if rows else 0,
+        "lr": lr,
+        "batch_size": batch_size,
+        "teacher": "fp32 student" if teacher is None else "run teacher",
+        "loss": f"(1-a) CE + a tau^2 KL, a={alpha:g}, tau=1",
+        "history": rows,
+        "fake_quant_top1": top1(fake, val_y),
+        "float_layers": float_layers(art),
+    }
     art.manifest["quantization"] = {**(art.manifest.get("quantization") or {}), **record}
     return art, art.manifest["quantization"]
 

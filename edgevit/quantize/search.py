@@ -51,9 +51,19 @@ class SearchResult:
     seconds: float = 0.0
 
 
-def revert_until(units: list[str], build: Build, predict: Predict, val_x: np.ndarray, val_y: np.ndarray,
-                 reference: np.ndarray, max_drop: float, *, rank_images: int = 128, max_float: int | None = None,
-                 log: Callable[[str], None] = lambda _m: None) -> SearchResult:
+def revert_until(
+    units: list[str],
+    build: Build,
+    predict: Predict,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    reference: np.ndarray,
+    max_drop: float,
+    *,
+    rank_images: int = 128,
+    max_float: int | None = None,
+    log: Callable[[str], None] = lambda _m: None,
+) -> SearchResult:
     """Greedy float fallback over `units` (names the builder understands); see the module docstring."""
     start = time.perf_counter()
     fp32 = top1(reference, val_y)
@@ -62,16 +72,26 @@ def revert_until(units: list[str], build: Build, predict: Predict, val_x: np.nda
     def measure(kept: list[str]) -> tuple[Any, float]:
         cand = build(frozenset(kept))
         acc = top1(predict(cand, val_x), val_y)
-        history.append({"float_layers": len(kept), "added": kept[-1] if kept else None, "top1": acc,
-                        "drop": round(fp32 - acc, 2)})
-        log(f"  {len(kept)} layer(s) in float{' (+' + kept[-1] + ')' if kept else ''}: top-1 {acc:.2f}% "
-            f"(FP32 {fp32:.2f}%, drop {fp32 - acc:+.2f} pt)")
+        history.append(
+            {"float_layers": len(kept), "added": kept[-1] if kept else None, "top1": acc, "drop": round(fp32 - acc, 2)}
+        )
+        log(
+            f"  {len(kept)} layer(s) in float{' (+' + kept[-1] + ')' if kept else ''}: top-1 {acc:.2f}% "
+            f"(FP32 {fp32:.2f}%, drop {fp32 - acc:+.2f} pt)"
+        )
         return cand, acc
 
     cand, acc = measure([])
     if round(fp32 - acc, 2) <= max_drop or not units:
-        return SearchResult(cand, [], acc, round(fp32 - acc, 2), round(fp32 - acc, 2) <= max_drop,
-                            history=history, seconds=time.perf_counter() - start)
+        return SearchResult(
+            cand,
+            [],
+            acc,
+            round(fp32 - acc, 2),
+            round(fp32 - acc, 2) <= max_drop,
+            history=history,
+            seconds=time.perf_counter() - start,
+        )
     ranking = rank(units, build, predict, val_x[:rank_images], reference[:rank_images], log)
     ranking = [(n, e) for n, e in ranking if e > 0] + [(n, e) for n, e in ranking if e <= 0]
     kept: list[str] = []
@@ -85,8 +105,14 @@ def revert_until(units: list[str], build: Build, predict: Predict, val_x: np.nda
     return SearchResult(cand, list(kept), acc, drop, drop <= max_drop, ranking, history, time.perf_counter() - start)
 
 
-def rank(units: list[str], build: Build, predict: Predict, x: np.ndarray, reference: np.ndarray,
-         log: Callable[[str], None] = lambda _m: None) -> list[tuple[str, float]]:
+def rank(
+    units: list[str],
+    build: Build,
+    predict: Predict,
+    x: np.ndarray,
+    reference: np.ndarray,
+    log: Callable[[str], None] = lambda _m: None,
+) -> list[tuple[str, float]]:
     """Each unit's logit error when it is the only one quantized, largest first."""
     everything = frozenset(units)
     errors = []

@@ -61,8 +61,11 @@ def bypass(serialized: bytes, nodes: frozenset[str]) -> bytes:
                     n.input[k] = src
     used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
     while True:  # drop Q/DQ nodes nobody reads any more
-        dead = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
-                and not any(o in used for o in n.output)]
+        dead = [
+            n
+            for n in model.graph.node
+            if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not any(o in used for o in n.output)
+        ]
         if not dead:
             break
         for n in dead:
@@ -75,9 +78,18 @@ def run_onnx(serialized: bytes, x: np.ndarray, work: Path) -> np.ndarray:
     return run_candidate("tensorrt", trt_export.MODEL_FILE, serialized, x, work)
 
 
-def tune(model: torch.nn.Module, sample: torch.Tensor, target: Target, calibration: np.ndarray, val_x: np.ndarray,
-         val_y: np.ndarray, reference: np.ndarray, max_drop: float, out_dir: Path,
-         log: Callable[[str], None] = lambda _m: None) -> tuple[Artifact, dict[str, Any]]:
+def tune(
+    model: torch.nn.Module,
+    sample: torch.Tensor,
+    target: Target,
+    calibration: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    reference: np.ndarray,
+    max_drop: float,
+    out_dir: Path,
+    log: Callable[[str], None] = lambda _m: None,
+) -> tuple[Artifact, dict[str, Any]]:
     import onnx
 
     fp32 = out_dir / "fp32.onnx"
@@ -89,8 +101,16 @@ def tune(model: torch.nn.Module, sample: torch.Tensor, target: Target, calibrati
         full = path.read_bytes()
         units = quantized_nodes(onnx.ModelProto.FromString(full))
         log(f"ModelOpt Q/DQ: {len(units)} nodes read quantized inputs")
-        result = revert_until(units, lambda keep: bypass(full, keep), lambda m, x: run_onnx(m, x, work),
-                              val_x, val_y, reference, max_drop, log=log)
+        result = revert_until(
+            units,
+            lambda keep: bypass(full, keep),
+            lambda m, x: run_onnx(m, x, work),
+            val_x,
+            val_y,
+            reference,
+            max_drop,
+            log=log,
+        )
         kept, ranked = list(result.float_layers), [n for n, _ in result.ranking]
         fp32_top1, acc = top1(reference, val_y), result.top1
         for _ in range(FINAL_ROUNDS + 1 if kept else 0):  # ModelOpt itself, with those nodes excluded
@@ -105,7 +125,12 @@ def tune(model: torch.nn.Module, sample: torch.Tensor, target: Target, calibrati
         shutil.rmtree(work, ignore_errors=True)
         fp32.unlink(missing_ok=True)
     record = search_record(result)
-    record.update(float_layers=kept, tuned_top1=acc, tuned_drop=round(fp32_top1 - acc, 2),
-                  within_max_drop=round(fp32_top1 - acc, 2) <= max_drop, search_float_layers=result.float_layers)
+    record.update(
+        float_layers=kept,
+        tuned_top1=acc,
+        tuned_drop=round(fp32_top1 - acc, 2),
+        within_max_drop=round(fp32_top1 - acc, 2) <= max_drop,
+        search_float_layers=result.float_layers,
+    )
     quant = {**quant, **record}
     return trt_export.package(path, out_dir, sample, target, "int8", quant), quant

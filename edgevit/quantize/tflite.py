@@ -34,7 +34,10 @@ MAX_UNITS = 40  # past this many layers the fallback search ranks kinds of layer
 
 
 def layer_of(scope: str) -> str:
-    """`.../VisionTransformerDistilled/...Sequential_blocks/...Block_3/...Attention_attn/...Linear_qkv;1;` -> blocks.3.attn.qkv."""
+    """A LiteRT tensor name as a PyTorch module path:
+    `.../VisionTransformerDistilled/...Sequential_blocks/...Block_3/...Attention_attn/...Linear_qkv;1;`
+    -> blocks.3.attn.qkv.
+    """
     paths = [seg for seg in scope.split(";") if "/" in seg]
     if not paths:
         return MODEL_UNIT
@@ -67,7 +70,9 @@ def layer_ops(flat: bytes, with_ops: bool = False) -> dict[str, list[tuple]]:
             previous, layer = MODEL_UNIT, f"{MODEL_UNIT} {runs}"
         else:
             previous = layer
-        entry = (str(getattr(name, "value", name)), scope, op) if with_ops else (str(getattr(name, "value", name)), scope)
+        entry = (
+            (str(getattr(name, "value", name)), scope, op) if with_ops else (str(getattr(name, "value", name)), scope)
+        )
         layers.setdefault(layer, []).append(entry)
     return layers
 
@@ -93,8 +98,11 @@ def recipe_with_float(base: list[dict], ops: list[tuple[str, str]]) -> list[dict
     rm = recipe_manager.RecipeManager()
     rm.load_quantization_recipe(base)
     for op_name, scope in ops:
-        rm.add_quantization_config(regex=f"^{re.escape(scope)}$", operation_name=qtyping.TFLOperationName(op_name),
-                                   algorithm_key=AlgorithmName.NO_QUANTIZE)
+        rm.add_quantization_config(
+            regex=f"^{re.escape(scope)}$",
+            operation_name=qtyping.TFLOperationName(op_name),
+            algorithm_key=AlgorithmName.NO_QUANTIZE,
+        )
     return rm.get_quantization_recipe()
 
 
@@ -112,8 +120,9 @@ class Candidates:
         q = quantizer.Quantizer(bytearray(flat), self.base)
         key, name = _signature(flat)
         with _quiet_tqdm():
-            self.calibration = q.calibrate({key: [{name: calibration[i:i + 1]} for i in range(len(calibration))]},
-                                           num_threads=1)
+            self.calibration = q.calibrate(
+                {key: [{name: calibration[i : i + 1]} for i in range(len(calibration))]}, num_threads=1
+            )
 
     def tunable(self, max_units: int = MAX_UNITS) -> list[str]:
         """Every layer, data movement included (an int8 reshape or slice forces int8 on its neighbours
@@ -124,8 +133,12 @@ class Candidates:
         return list(dict.fromkeys(kind_of(layer) for layer in self.layers))
 
     def ops_of(self, units: frozenset[str]) -> list[tuple[str, str]]:
-        return [op for layer in sorted(self.layers) if layer in units or kind_of(layer) in units
-                for op in self.layers[layer]]
+        return [
+            op
+            for layer in sorted(self.layers)
+            if layer in units or kind_of(layer) in units
+            for op in self.layers[layer]
+        ]
 
     @functools.lru_cache(maxsize=4)
     def build(self, float_layers: frozenset[str]) -> bytes:
@@ -135,16 +148,27 @@ class Candidates:
         q = quantizer.Quantizer(bytearray(self.flat), recipe_with_float(self.base, ops))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return bytes(q.quantize(self.calibration, enable_progress_report=False, enable_progress_bar=False).quantized_model)
+            return bytes(
+                q.quantize(self.calibration, enable_progress_report=False, enable_progress_bar=False).quantized_model
+            )
 
     def predict(self, flat: bytes, x: np.ndarray) -> np.ndarray:
         """Run a candidate in LiteRT exactly as verification will (the same opener)."""
         return run_candidate("tflite", MODEL_FILE, flat, x, self.work)
 
 
-def tune(model: torch.nn.Module, sample: torch.Tensor, target: Target, calibration: np.ndarray, val_x: np.ndarray,
-         val_y: np.ndarray, reference: np.ndarray, max_drop: float, out_dir: Path,
-         log: Callable[[str], None] = lambda _m: None) -> tuple[Artifact, SearchResult]:
+def tune(
+    model: torch.nn.Module,
+    sample: torch.Tensor,
+    target: Target,
+    calibration: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    reference: np.ndarray,
+    max_drop: float,
+    out_dir: Path,
+    log: Callable[[str], None] = lambda _m: None,
+) -> tuple[Artifact, SearchResult]:
     """Full-integer INT8 for `target`, with the fewest float layers that keep top-1 within `max_drop`."""
     flat = convert(model.eval(), sample)
     bits = int(target.quantization.options.get("activation_bits", 8))
@@ -158,8 +182,13 @@ def tune(model: torch.nn.Module, sample: torch.Tensor, target: Target, calibrati
     finally:
         shutil.rmtree(work, ignore_errors=True)
     (out_dir / MODEL_FILE).write_bytes(result.candidate)
-    quant: dict[str, Any] = {"scheme": "static", "tool": "ai-edge-quantizer", "recipe": cands.recipe_name,
-                             "full_integer": not result.float_layers, **search_record(result)}
+    quant: dict[str, Any] = {
+        "scheme": "static",
+        "tool": "ai-edge-quantizer",
+        "recipe": cands.recipe_name,
+        "full_integer": not result.float_layers,
+        **search_record(result),
+    }
     manifest: dict[str, Any] = {"quantization": quant, "runtime": {}, **_io_quantization(out_dir / MODEL_FILE)}
     return Artifact("tflite", "int8", out_dir, [MODEL_FILE], list(sample.shape), manifest), result
 
@@ -179,7 +208,12 @@ def _quiet_tqdm() -> Iterator[None]:
 
 def search_record(result: SearchResult) -> dict[str, Any]:
     """What the manifest keeps of a fallback search."""
-    return {"float_layers": result.float_layers, "tuned_top1": result.top1, "tuned_drop": result.drop,
-            "within_max_drop": result.met, "search_seconds": round(result.seconds, 1),
-            "ranking": [{"layer": n, "error_alone": g} for n, g in result.ranking[:20]],
-            "history": result.history}
+    return {
+        "float_layers": result.float_layers,
+        "tuned_top1": result.top1,
+        "tuned_drop": result.drop,
+        "within_max_drop": result.met,
+        "search_seconds": round(result.seconds, 1),
+        "ranking": [{"layer": n, "error_alone": g} for n, g in result.ranking[:20]],
+        "history": result.history,
+    }

@@ -76,8 +76,9 @@ def execute(nb: Any, workdir: Path) -> Any:
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
-                            resources={"metadata": {"path": str(workdir)}})
+    client = NotebookClient(
+        nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
+    )
     try:
         client.execute(env=_kernel_env())
     except CellExecutionError as e:
@@ -98,13 +99,25 @@ def to_html(nb: Any, title: str) -> str:
     # nbconvert's templates are data files in <its env>/share/jupyter, which Jupyter's search path misses
     # when nbconvert comes from another environment (a venv with --system-site-packages): add that folder.
     here = Path(nbconvert.__file__).resolve().parents  # <env>/lib/pythonX.Y/site-packages/nbconvert
-    shipped = next((p / "share/jupyter/nbconvert/templates" for p in here
-                    if (p / "share/jupyter/nbconvert/templates/lab").is_dir()), Path("/nonexistent"))
-    exporter = HTMLExporter(template_name="lab", extra_loaders=[jinja2.DictLoader({"edgevit.html.j2": _TEMPLATE})],
-                            template_file="edgevit.html.j2", exclude_input=True, exclude_input_prompt=True,
-                            exclude_output_prompt=True, embed_images=True,
-                            extra_template_basedirs=[str(shipped)] if shipped.is_dir() else [],
-                            extra_template_paths=[str(shipped)] if shipped.is_dir() else [])  # for 'lab/...'
+    shipped = next(
+        (
+            p / "share/jupyter/nbconvert/templates"
+            for p in here
+            if (p / "share/jupyter/nbconvert/templates/lab").is_dir()
+        ),
+        Path("/nonexistent"),
+    )
+    exporter = HTMLExporter(
+        template_name="lab",
+        extra_loaders=[jinja2.DictLoader({"edgevit.html.j2": _TEMPLATE})],
+        template_file="edgevit.html.j2",
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+        embed_images=True,
+        extra_template_basedirs=[str(shipped)] if shipped.is_dir() else [],
+        extra_template_paths=[str(shipped)] if shipped.is_dir() else [],
+    )  # for 'lab/...'
     nb.metadata["title"] = title
     body, _ = exporter.from_notebook_node(nb)
     return body
@@ -114,8 +127,13 @@ def _default_out(runs_dir: Path, notebook: str) -> Path:
     return runs_dir / "reports" / f"{Path(notebook).stem}.html"
 
 
-def report(runs_dir: str | Path, notebook: str = "accuracy_latency_report", out: str | Path | None = None,
-           budget_ms: float | None = None, selected_runs: list[str] | None = None) -> Path:
+def report(
+    runs_dir: str | Path,
+    notebook: str = "accuracy_latency_report",
+    out: str | Path | None = None,
+    budget_ms: float | None = None,
+    selected_runs: list[str] | None = None,
+) -> Path:
     """Execute `notebook` on the ledger in `runs_dir`; returns the HTML's path.
 
     `budget_ms` names, per target, the most accurate export whose median latency is within it (and
@@ -143,10 +161,10 @@ def report(runs_dir: str | Path, notebook: str = "accuracy_latency_report", out:
     with atomic_dir(files) as tmp:  # replaces an older report's files only when the notebook ran through
         nb = nbformat.reads(source, as_version=4)
         params = {"runs_dir": str(runs_dir.resolve()), "out_dir": str(tmp)}
-        params.update({k: v for k, v in (("latency_budget_ms", budget_ms), ("selected_runs", selected_runs))
-                       if v is not None})
+        params.update(
+            {k: v for k, v in (("latency_budget_ms", budget_ms), ("selected_runs", selected_runs)) if v is not None}
+        )
         nb = execute(inject_parameters(nb, params), tmp)
         html = to_html(nb, title)
     write_text(out, html)
     return out
-

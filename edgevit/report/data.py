@@ -16,18 +16,55 @@ from typing import Any
 import pandas as pd
 
 from edgevit.runs import LEDGER_FILE, SCHEMA_VERSION, Ledger
+from edgevit.vocab import BASELINE
 
-BASELINE = "pytorch"  # the format (and target name) of the PyTorch eager FP32 baseline's profile rows
 SETTINGS = ("none", "hard", "soft", "self", "ensemble")  # the distillation study's settings, in order
 
 COLUMNS: dict[str, list[str]] = {
     "runs": ["id", "name", "kind", "status", "reason", "parent", "path", "recipe", "summary", "created", "updated"],
     "evals": ["id", "run", "epoch", "split", "metrics", "created"],
-    "exports": ["id", "run", "target", "format", "precision", "scheme", "method", "path", "size_bytes", "seconds",
-                "verified", "agreement", "max_abs_diff", "top1", "note", "extra", "created"],
-    "profiles": ["id", "run", "export_id", "target", "format", "precision", "runtime", "device", "threads", "batch",
-                 "iterations", "warmup", "median_ms", "p90_ms", "p99_ms", "mean_ms", "throughput", "peak_mem_mb",
-                 "load_ms", "extra", "created"],
+    "exports": [
+        "id",
+        "run",
+        "target",
+        "format",
+        "precision",
+        "scheme",
+        "method",
+        "path",
+        "size_bytes",
+        "seconds",
+        "verified",
+        "agreement",
+        "max_abs_diff",
+        "top1",
+        "note",
+        "extra",
+        "created",
+    ],
+    "profiles": [
+        "id",
+        "run",
+        "export_id",
+        "target",
+        "format",
+        "precision",
+        "runtime",
+        "device",
+        "threads",
+        "batch",
+        "iterations",
+        "warmup",
+        "median_ms",
+        "p90_ms",
+        "p99_ms",
+        "mean_ms",
+        "throughput",
+        "peak_mem_mb",
+        "load_ms",
+        "extra",
+        "created",
+    ],
 }
 _JSON = {"recipe", "summary", "metrics", "extra"}
 
@@ -55,11 +92,17 @@ def read_ledger(runs_dir: str | Path) -> LedgerData:
     path = Path(runs_dir) / LEDGER_FILE
     if not path.is_file() or path.stat().st_size == 0:
         frames = {t: pd.DataFrame(columns=c) for t, c in COLUMNS.items()}
-        return LedgerData(path, **frames, problem=f"No runs ledger at {path}: nothing has been recorded in this "
-                          "runs folder yet (run `edgevit distill` first)")
+        return LedgerData(
+            path,
+            **frames,
+            problem=f"No runs ledger at {path}: nothing has been recorded in this "
+            "runs folder yet (run `edgevit distill` first)",
+        )
     led = Ledger(runs_dir)  # a damaged file is one EdgevitError line here
     rows = {"runs": led.runs(), "evals": led.evals(), "exports": led.exports(), "profiles": led.profiles()}
-    data = LedgerData(path, **{t: _frame(t, r) for t, r in rows.items()}, version=SCHEMA_VERSION)  # Ledger() migrated it
+    data = LedgerData(
+        path, **{t: _frame(t, r) for t, r in rows.items()}, version=SCHEMA_VERSION
+    )  # Ledger() migrated it
     if data.empty:
         data.problem = f"The runs ledger {path} has no runs yet (run `edgevit distill` first)"
     return data
@@ -115,17 +158,43 @@ def run_overview(data: LedgerData) -> pd.DataFrame:
     rows = []
     for _, r in data.runs.iterrows():
         s, rec = r["summary"], r["recipe"]
-        rows.append({
-            "run": r["name"], "kind": r["kind"], "status": r["status"], "parent": r["parent"],
-            "student": s.get("student") or rec.get("student", {}).get("name"),
-            "teachers": teachers_text(s, rec), "distillation": setting_of(s, rec)[1],
-            "epochs": s.get("epochs") or rec.get("epochs"), "seed": rec.get("seed"),
-            "params_M": s.get("params_m"), "MACs_G": s.get("macs_g"),
-            "pytorch_top1_%": s.get("val_top1"), "train_s": s.get("train_seconds"),
-            "reason": r["reason"],
-        })
-    out = pd.DataFrame(rows, columns=["run", "kind", "status", "parent", "student", "teachers", "distillation",
-                                      "epochs", "seed", "params_M", "MACs_G", "pytorch_top1_%", "train_s", "reason"])
+        rows.append(
+            {
+                "run": r["name"],
+                "kind": r["kind"],
+                "status": r["status"],
+                "parent": r["parent"],
+                "student": s.get("student") or rec.get("student", {}).get("name"),
+                "teachers": teachers_text(s, rec),
+                "distillation": setting_of(s, rec)[1],
+                "epochs": s.get("epochs") or rec.get("epochs"),
+                "seed": rec.get("seed"),
+                "params_M": s.get("params_m"),
+                "MACs_G": s.get("macs_g"),
+                "pytorch_top1_%": s.get("val_top1"),
+                "train_s": s.get("train_seconds"),
+                "reason": r["reason"],
+            }
+        )
+    out = pd.DataFrame(
+        rows,
+        columns=[
+            "run",
+            "kind",
+            "status",
+            "parent",
+            "student",
+            "teachers",
+            "distillation",
+            "epochs",
+            "seed",
+            "params_M",
+            "MACs_G",
+            "pytorch_top1_%",
+            "train_s",
+            "reason",
+        ],
+    )
     return _drop_empty(out, keep=["run", "kind", "status", "student", "pytorch_top1_%"])
 
 
@@ -135,10 +204,15 @@ def run_facts(data: LedgerData, run: str) -> dict[str, Any]:
     row = data.runs[data.runs["name"] == run]
     r: Any = row.iloc[-1] if len(row) else {}
     facts = {
-        "kind": r.get("kind"), "status": r.get("status"), "parent": r.get("parent"), "reason": r.get("reason"),
+        "kind": r.get("kind"),
+        "status": r.get("status"),
+        "parent": r.get("parent"),
+        "reason": r.get("reason"),
         "student": s.get("student") or rec.get("student", {}).get("name"),
-        "teachers": teachers_text(s, rec), "distillation": setting_of(s, rec)[1],
-        "data": _data_text(rec), "epochs": s.get("epochs") or rec.get("epochs"),
+        "teachers": teachers_text(s, rec),
+        "distillation": setting_of(s, rec)[1],
+        "data": _data_text(rec),
+        "epochs": s.get("epochs") or rec.get("epochs"),
         "params": None if s.get("params_m") is None else f"{s['params_m']:.3f} M",
         "MACs": None if s.get("macs_g") is None else _macs_text(s["macs_g"]),
         "PyTorch top-1": None if s.get("val_top1") is None else f"{s['val_top1']:.2f} %",
@@ -187,9 +261,27 @@ def _baseline_for(profile: pd.Series, base: pd.DataFrame) -> pd.Series | None:
     return None
 
 
-TABLE_COLUMNS = ["target", "format", "precision", "scheme", "method", "size_MB", "top1_%", "agreement_%",
-                 "max_abs_diff", "verified", "median_ms", "p90_ms", "speedup_vs_pytorch_fp32", "pick", "why", "runtime",
-                 "device", "threads", "note"]
+TABLE_COLUMNS = [
+    "target",
+    "format",
+    "precision",
+    "scheme",
+    "method",
+    "size_MB",
+    "top1_%",
+    "agreement_%",
+    "max_abs_diff",
+    "verified",
+    "median_ms",
+    "p90_ms",
+    "speedup_vs_pytorch_fp32",
+    "pick",
+    "why",
+    "runtime",
+    "device",
+    "threads",
+    "note",
+]
 
 
 def export_rows(data: LedgerData, run: str | None = None) -> pd.DataFrame:
@@ -200,30 +292,64 @@ def export_rows(data: LedgerData, run: str | None = None) -> pd.DataFrame:
     base = prof[prof["baseline"]] if len(prof) else prof
     timed = _latest(prof[~prof["baseline"]], ["export_id", "device", "threads", "batch"]) if len(prof) else prof
     rows = []
-    for name in ([run] if run is not None else run_names(data)):
+    for name in [run] if run is not None else run_names(data):
         top1 = summary_of(data, name).get("val_top1")
         for _, b in _latest(base[base["run"] == name], ["device", "threads", "batch"]).iterrows() if len(base) else []:
-            rows.append({"run": name, "target": BASELINE, "format": BASELINE, "precision": "fp32", "top1_%": top1,
-                         "agreement_%": 100.0, "median_ms": b["median_ms"], "p90_ms": b["p90_ms"],
-                         "speedup_vs_pytorch_fp32": 1.0, "runtime": b["runtime"], "device": b["device"],
-                         "threads": b["threads"], "pick": b["pick"], "why": b["why"], "profile_id": b["id"]})
+            rows.append(
+                {
+                    "run": name,
+                    "target": BASELINE,
+                    "format": BASELINE,
+                    "precision": "fp32",
+                    "top1_%": top1,
+                    "agreement_%": 100.0,
+                    "median_ms": b["median_ms"],
+                    "p90_ms": b["p90_ms"],
+                    "speedup_vs_pytorch_fp32": 1.0,
+                    "runtime": b["runtime"],
+                    "device": b["device"],
+                    "threads": b["threads"],
+                    "pick": b["pick"],
+                    "why": b["why"],
+                    "profile_id": b["id"],
+                }
+            )
         for _, e in ex[ex["run"] == name].iterrows():
-            common = {"run": name, "target": e["target"], "format": e["format"], "precision": e["precision"],
-                      "scheme": e["scheme"], "method": e["method"],
-                      "size_MB": e["size_bytes"] / 1e6 if _has(e["size_bytes"]) else None,
-                      "top1_%": e["top1"], "agreement_%": e["agreement"], "max_abs_diff": e["max_abs_diff"],
-                      "verified": None if not _has(e["verified"]) else bool(e["verified"]),
-                      "note": e["note"] if _has(e["note"]) and e["note"] else None, "export_id": e["id"]}
+            common = {
+                "run": name,
+                "target": e["target"],
+                "format": e["format"],
+                "precision": e["precision"],
+                "scheme": e["scheme"],
+                "method": e["method"],
+                "size_MB": e["size_bytes"] / 1e6 if _has(e["size_bytes"]) else None,
+                "top1_%": e["top1"],
+                "agreement_%": e["agreement"],
+                "max_abs_diff": e["max_abs_diff"],
+                "verified": None if not _has(e["verified"]) else bool(e["verified"]),
+                "note": e["note"] if _has(e["note"]) and e["note"] else None,
+                "export_id": e["id"],
+            }
             mine = timed[timed["export_id"] == e["id"]] if len(timed) else timed
             if mine.empty:
                 rows.append(common)
             for _, p in mine.iterrows():
                 b = _baseline_for(p, base) if len(base) else None
                 speed = b["median_ms"] / p["median_ms"] if b is not None and p["median_ms"] else None
-                rows.append({**common, "median_ms": p["median_ms"], "p90_ms": p["p90_ms"],
-                             "speedup_vs_pytorch_fp32": speed,
-                             "pick": p["pick"], "why": p["why"], "runtime": p["runtime"], "device": p["device"],
-                             "threads": p["threads"], "profile_id": p["id"]})
+                rows.append(
+                    {
+                        **common,
+                        "median_ms": p["median_ms"],
+                        "p90_ms": p["p90_ms"],
+                        "speedup_vs_pytorch_fp32": speed,
+                        "pick": p["pick"],
+                        "why": p["why"],
+                        "runtime": p["runtime"],
+                        "device": p["device"],
+                        "threads": p["threads"],
+                        "profile_id": p["id"],
+                    }
+                )
     cols = ["run", *TABLE_COLUMNS, "export_id", "profile_id"]
     out = pd.DataFrame(rows, columns=cols)
     out["pick"] = out["pick"].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else bool(v))
@@ -282,15 +408,29 @@ def pareto_table(pts: pd.DataFrame, target: str) -> pd.DataFrame:
     """The front for one target, fastest first: the best accuracy for a budget is the last row within it."""
     t = pts[pts["target"] == target]
     front = t[pareto_mask(t["median_ms"], t["top1_%"])].sort_values("median_ms")
-    return front[["median_ms", "p90_ms", "top1_%", "run", "format", "precision", "scheme", "method", "size_MB",
-                  "device", "threads"]].pipe(_drop_empty, keep=["median_ms", "top1_%", "run", "format", "precision"])
+    return front[
+        [
+            "median_ms",
+            "p90_ms",
+            "top1_%",
+            "run",
+            "format",
+            "precision",
+            "scheme",
+            "method",
+            "size_MB",
+            "device",
+            "threads",
+        ]
+    ].pipe(_drop_empty, keep=["median_ms", "top1_%", "run", "format", "precision"])
 
 
 def best_under_budget(pts: pd.DataFrame, budget_ms: float) -> pd.DataFrame:
     """Per target, the most accurate point whose median latency is within the budget (ties: the faster)."""
     ok = pts[pts["median_ms"] <= budget_ms].sort_values(["top1_%", "median_ms"], ascending=[False, True])
-    return ok.drop_duplicates("target")[["target", "run", "format", "precision", "scheme", "method", "top1_%",
-                                          "median_ms", "p90_ms"]].pipe(_drop_empty, keep=["target", "run", "top1_%"])
+    return ok.drop_duplicates("target")[
+        ["target", "run", "format", "precision", "scheme", "method", "top1_%", "median_ms", "p90_ms"]
+    ].pipe(_drop_empty, keep=["target", "run", "top1_%"])
 
 
 # ------------------------------------------------------------------------------------ training curves
@@ -360,15 +500,28 @@ def distillation_runs(data: LedgerData, dataset: str | None = None) -> pd.DataFr
         if dataset is not None and (rec.get("data") or {}).get("spec") != dataset:
             continue
         setting, detail = setting_of(s, rec)
-        rows.append({"config": _config_text(s, rec), "setting": setting, "detail": detail, "seed": rec.get("seed"),
-                     "run": r["name"], "top1_%": s["val_top1"], "wall_s": s.get("wall_seconds"),
-                     "teacher_top1_%": _mean([t.get("val_top1") for t in s.get("teachers") or []
-                                              if isinstance(t, dict)])})
-    out = pd.DataFrame(rows, columns=["config", "setting", "detail", "seed", "run", "top1_%", "wall_s",
-                                      "teacher_top1_%"])
+        rows.append(
+            {
+                "config": _config_text(s, rec),
+                "setting": setting,
+                "detail": detail,
+                "seed": rec.get("seed"),
+                "run": r["name"],
+                "top1_%": s["val_top1"],
+                "wall_s": s.get("wall_seconds"),
+                "teacher_top1_%": _mean([t.get("val_top1") for t in s.get("teachers") or [] if isinstance(t, dict)]),
+            }
+        )
+    out = pd.DataFrame(
+        rows, columns=["config", "setting", "detail", "seed", "run", "top1_%", "wall_s", "teacher_top1_%"]
+    )
     order = out["setting"].map({s: i for i, s in enumerate(SETTINGS)})
-    return out.assign(_o=order).sort_values(["config", "_o", "detail", "seed"], kind="stable").drop(columns="_o") \
+    return (
+        out.assign(_o=order)
+        .sort_values(["config", "_o", "detail", "seed"], kind="stable")
+        .drop(columns="_o")
         .reset_index(drop=True)
+    )
 
 
 def _mean(values: list[Any]) -> float | None:
@@ -379,21 +532,58 @@ def _mean(values: list[Any]) -> float | None:
 def settings_summary(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std over seeds per config and setting (std blank with one seed), with the gain over `none`."""
     if runs.empty:
-        return pd.DataFrame(columns=["config", "setting", "detail", "seeds", "top1_mean_%", "top1_std_%", "per_seed_%",
-                                     "gain_vs_none_pt", "teacher_top1_%", "wall_s_mean"])
+        return pd.DataFrame(
+            columns=[
+                "config",
+                "setting",
+                "detail",
+                "seeds",
+                "top1_mean_%",
+                "top1_std_%",
+                "per_seed_%",
+                "gain_vs_none_pt",
+                "teacher_top1_%",
+                "wall_s_mean",
+            ]
+        )
     g = runs.groupby(["config", "setting", "detail"], sort=False)
-    out = g.agg(seeds=("top1_%", "size"), top1_mean=("top1_%", "mean"), top1_std=("top1_%", "std"),
-                teacher=("teacher_top1_%", "mean"), wall=("wall_s", "mean")).reset_index()
+    out = g.agg(
+        seeds=("top1_%", "size"),
+        top1_mean=("top1_%", "mean"),
+        top1_std=("top1_%", "std"),
+        teacher=("teacher_top1_%", "mean"),
+        wall=("wall_s", "mean"),
+    ).reset_index()
     out["per_seed_%"] = [", ".join(f"{v:.2f}" for v in grp["top1_%"]) for _, grp in g]
     none = out[out["setting"] == "none"].set_index("config")["top1_mean"]
-    out["gain_vs_none_pt"] = [m - none[c] if c in none.index and s != "none" else None
-                              for c, s, m in zip(out["config"], out["setting"], out["top1_mean"])]
+    out["gain_vs_none_pt"] = [
+        m - none[c] if c in none.index and s != "none" else None
+        for c, s, m in zip(out["config"], out["setting"], out["top1_mean"])
+    ]
     out["order"] = out["setting"].map({s: i for i, s in enumerate(SETTINGS)})
     out = out.sort_values(["config", "order", "detail"]).drop(columns="order")
-    out = out.rename(columns={"top1_mean": "top1_mean_%", "top1_std": "top1_std_%", "teacher": "teacher_top1_%",
-                              "wall": "wall_s_mean"})
-    return out[["config", "setting", "detail", "seeds", "top1_mean_%", "top1_std_%", "per_seed_%", "gain_vs_none_pt",
-                "teacher_top1_%", "wall_s_mean"]].reset_index(drop=True)
+    out = out.rename(
+        columns={
+            "top1_mean": "top1_mean_%",
+            "top1_std": "top1_std_%",
+            "teacher": "teacher_top1_%",
+            "wall": "wall_s_mean",
+        }
+    )
+    return out[
+        [
+            "config",
+            "setting",
+            "detail",
+            "seeds",
+            "top1_mean_%",
+            "top1_std_%",
+            "per_seed_%",
+            "gain_vs_none_pt",
+            "teacher_top1_%",
+            "wall_s_mean",
+        ]
+    ].reset_index(drop=True)
 
 
 def distillation_gains(summary: pd.DataFrame) -> pd.DataFrame:
@@ -404,8 +594,15 @@ def distillation_gains(summary: pd.DataFrame) -> pd.DataFrame:
         if none.empty or dist.empty:
             continue
         best = dist.sort_values("top1_mean_%", ascending=False).iloc[0]
-        rows.append({"config": config, "none_top1_%": none.iloc[0]["top1_mean_%"], "best_setting": best["detail"],
-                     "best_top1_%": best["top1_mean_%"], "gain_pt": best["gain_vs_none_pt"]})
+        rows.append(
+            {
+                "config": config,
+                "none_top1_%": none.iloc[0]["top1_mean_%"],
+                "best_setting": best["detail"],
+                "best_top1_%": best["top1_mean_%"],
+                "gain_pt": best["gain_vs_none_pt"],
+            }
+        )
     return pd.DataFrame(rows, columns=["config", "none_top1_%", "best_setting", "best_top1_%", "gain_pt"])
 
 
@@ -417,16 +614,35 @@ def pruning_pairs(data: LedgerData) -> pd.DataFrame:
     for _, r in data.runs[(data.runs["kind"] == "prune") & data.runs["parent"].notna()].iterrows():
         child, parent = r["summary"], summary_of(data, r["parent"])
         ms = {n: _median_baseline(base, n) for n in (r["parent"], r["name"])}
-        rows.append({
-            "pruned": r["name"], "parent": r["parent"],
-            "params_M_parent": parent.get("params_m"), "params_M_pruned": child.get("params_m"),
-            "MACs_G_parent": parent.get("macs_g"), "MACs_G_pruned": child.get("macs_g"),
-            "top1_%_parent": parent.get("val_top1"), "top1_%_pruned": child.get("val_top1"),
-            "pytorch_ms_parent": ms[r["parent"]], "pytorch_ms_pruned": ms[r["name"]],
-        })
-    out = pd.DataFrame(rows, columns=["pruned", "parent", "params_M_parent", "params_M_pruned", "MACs_G_parent",
-                                      "MACs_G_pruned", "top1_%_parent", "top1_%_pruned", "pytorch_ms_parent",
-                                      "pytorch_ms_pruned"])
+        rows.append(
+            {
+                "pruned": r["name"],
+                "parent": r["parent"],
+                "params_M_parent": parent.get("params_m"),
+                "params_M_pruned": child.get("params_m"),
+                "MACs_G_parent": parent.get("macs_g"),
+                "MACs_G_pruned": child.get("macs_g"),
+                "top1_%_parent": parent.get("val_top1"),
+                "top1_%_pruned": child.get("val_top1"),
+                "pytorch_ms_parent": ms[r["parent"]],
+                "pytorch_ms_pruned": ms[r["name"]],
+            }
+        )
+    out = pd.DataFrame(
+        rows,
+        columns=[
+            "pruned",
+            "parent",
+            "params_M_parent",
+            "params_M_pruned",
+            "MACs_G_parent",
+            "MACs_G_pruned",
+            "top1_%_parent",
+            "top1_%_pruned",
+            "pytorch_ms_parent",
+            "pytorch_ms_pruned",
+        ],
+    )
     num = out.columns[2:]
     out[num] = out[num].apply(pd.to_numeric, errors="coerce")
     out["top1_change_pt"] = out["top1_%_pruned"] - out["top1_%_parent"]

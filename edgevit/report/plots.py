@@ -49,17 +49,38 @@ def accuracy_latency(points: pd.DataFrame, target: str, budget_ms: float | None 
     ax = fig.add_subplot()
     colours = _colours(list(pts["run"]))
     for (run, prec), grp in pts.groupby(["run", "precision"], sort=False):
-        ax.scatter(grp["median_ms"], grp["top1_%"], s=70, marker=MARKERS.get(prec, "X"), color=colours[run],
-                   edgecolor="black", linewidth=0.6, zorder=3)
+        ax.scatter(
+            grp["median_ms"],
+            grp["top1_%"],
+            s=70,
+            marker=MARKERS.get(prec, "X"),
+            color=colours[run],
+            edgecolor="black",
+            linewidth=0.6,
+            zorder=3,
+        )
     for run, colour in colours.items():  # one legend entry per run (colour) and per precision (marker)
         ax.scatter([], [], s=70, marker="o", color=colour, edgecolor="black", linewidth=0.6, label=f"run {run}")
     for prec in dict.fromkeys(pts["precision"]):
-        ax.scatter([], [], s=70, marker=MARKERS.get(prec, "X"), color="white", edgecolor="black", linewidth=0.8,
-                   label=PRECISION_NAMES.get(prec, str(prec)))
+        ax.scatter(
+            [],
+            [],
+            s=70,
+            marker=MARKERS.get(prec, "X"),
+            color="white",
+            edgecolor="black",
+            linewidth=0.8,
+            label=PRECISION_NAMES.get(prec, str(prec)),
+        )
     for _, r in pts.iterrows():
         if isinstance(r["parent_point"], tuple):
-            ax.annotate("", xy=(r["median_ms"], r["top1_%"]), xytext=r["parent_point"], zorder=2,
-                        arrowprops={"arrowstyle": "->", "color": "0.45", "linestyle": "--", "linewidth": 1.0})
+            ax.annotate(
+                "",
+                xy=(r["median_ms"], r["top1_%"]),
+                xytext=r["parent_point"],
+                zorder=2,
+                arrowprops={"arrowstyle": "->", "color": "0.45", "linestyle": "--", "linewidth": 1.0},
+            )
     front = pts[pareto_mask(pts["median_ms"], pts["top1_%"])].sort_values("median_ms")
     if len(front):
         xs = [*front["median_ms"], ax.get_xlim()[1] * 10]
@@ -81,8 +102,16 @@ def accuracy_latency(points: pd.DataFrame, target: str, budget_ms: float | None 
 
 
 # label offsets in points, tried in turn until the label overlaps no point and no earlier label
-_OFFSETS = [(6, 5, "left"), (6, -11, "left"), (-6, 5, "right"), (-6, -11, "right"), (6, 15, "left"),
-            (6, -21, "left"), (-6, 15, "right"), (-6, -21, "right")]
+_OFFSETS = [
+    (6, 5, "left"),
+    (6, -11, "left"),
+    (-6, 5, "right"),
+    (-6, -11, "right"),
+    (6, 15, "left"),
+    (6, -21, "left"),
+    (-6, 15, "right"),
+    (-6, -21, "right"),
+]
 
 
 def _place_labels(ax, xs: list[float], ys: list[float], texts: list[str]) -> None:
@@ -95,9 +124,16 @@ def _place_labels(ax, xs: list[float], ys: list[float], texts: list[str]) -> Non
     taken = [Bbox.from_bounds(px - 5, py - 5, 10, 10) for px, py in taken]
     for x, y, text in sorted(zip(xs, ys, texts), key=lambda t: (-t[1], t[0])):
         for i, (dx, dy, ha) in enumerate(_OFFSETS):
-            label = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, fontsize=8,
-                                zorder=4, bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
-                                                "alpha": 0.7})
+            label = ax.annotate(
+                text,
+                (x, y),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                ha=ha,
+                fontsize=8,
+                zorder=4,
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.7},
+            )
             box = label.get_window_extent(renderer)
             if i == len(_OFFSETS) - 1 or not any(box.overlaps(t) for t in taken):
                 taken.append(box)
@@ -105,9 +141,14 @@ def _place_labels(ax, xs: list[float], ys: list[float], texts: list[str]) -> Non
             label.remove()
 
 
-CURVE_PANELS = [("train_loss", "total loss (train)"), ("train_task_loss", "task loss (train)"),
-                ("train_distill_loss", "distillation loss (train)"), ("val_loss", "loss (held-out)"),
-                ("val_top1", "top-1 (held-out, %)"), ("train_top1", "top-1 (train, augmented, %)")]
+CURVE_PANELS = [
+    ("train_loss", "total loss (train)"),
+    ("train_task_loss", "task loss (train)"),
+    ("train_distill_loss", "distillation loss (train)"),
+    ("val_loss", "loss (held-out)"),
+    ("val_top1", "top-1 (held-out, %)"),
+    ("train_top1", "top-1 (train, augmented, %)"),
+]
 
 
 def training_curves(frame: pd.DataFrame, runs: list[str]) -> Figure:
@@ -129,7 +170,7 @@ def training_curves(frame: pd.DataFrame, runs: list[str]) -> Figure:
         ax.set_ylabel("%" if "top1" in col else "loss")
         ax.grid(True, alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    for ax in axes[len(panels):]:
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     if panels:
         handles, labels = axes[0].get_legend_handles_labels()
@@ -147,16 +188,35 @@ def settings_bars(summary: pd.DataFrame, runs: pd.DataFrame, title: str = "Disti
     for ax, config in zip(axes, configs):
         s = summary[summary["config"] == config].reset_index(drop=True)
         ys = range(len(s))
-        ax.barh(list(ys), s["top1_mean_%"], xerr=s["top1_std_%"].fillna(0), capsize=4, alpha=0.75,
-                color=[colours.get(v, "C7") for v in s["setting"]], edgecolor="black", linewidth=0.5)
+        ax.barh(
+            list(ys),
+            s["top1_mean_%"],
+            xerr=s["top1_std_%"].fillna(0),
+            capsize=4,
+            alpha=0.75,
+            color=[colours.get(v, "C7") for v in s["setting"]],
+            edgecolor="black",
+            linewidth=0.5,
+        )
         for y, (_, row) in zip(ys, s.iterrows()):
             seeds = runs[(runs["config"] == config) & (runs["detail"] == row["detail"])]["top1_%"]
             ax.scatter(seeds, [y] * len(seeds), color="black", s=14, zorder=3)
             std = f" ± {row['top1_std_%']:.2f}" if pd.notna(row["top1_std_%"]) else ""
-            ax.text(row["top1_mean_%"], y + 0.32, f" {row['top1_mean_%']:.2f}{std} % (n={row['seeds']})",
-                    fontsize=8, va="center")
-        ax.set_yticks(list(ys), [f"{r['setting']}: {r['detail']}" if r["detail"] != r["setting"] else r["setting"]
-                                 for _, r in s.iterrows()], fontsize=8)
+            ax.text(
+                row["top1_mean_%"],
+                y + 0.32,
+                f" {row['top1_mean_%']:.2f}{std} % (n={row['seeds']})",
+                fontsize=8,
+                va="center",
+            )
+        ax.set_yticks(
+            list(ys),
+            [
+                f"{r['setting']}: {r['detail']}" if r["detail"] != r["setting"] else r["setting"]
+                for _, r in s.iterrows()
+            ],
+            fontsize=8,
+        )
         ax.invert_yaxis()
         lo = min(s["top1_mean_%"].min() - (s["top1_std_%"].fillna(0).max() or 0), runs["top1_%"].min())
         ax.set_xlim(0.0 if lo < 30 else lo - 10, min(100.0, s["top1_mean_%"].max() + 15))
@@ -197,8 +257,12 @@ def pruning_bars(pairs: pd.DataFrame) -> Figure:
     axes = fig.subplots(max(1, len(pairs)), 1, squeeze=False)[:, 0]
     for ax, (_, p) in zip(axes, pairs.iterrows()):
         names, ratios = [], []
-        for label, key in (("params (M)", "params_M"), ("MACs (G)", "MACs_G"),
-                           ("PyTorch FP32 latency (ms)", "pytorch_ms"), ("top-1 (%)", "top1_%")):
+        for label, key in (
+            ("params (M)", "params_M"),
+            ("MACs (G)", "MACs_G"),
+            ("PyTorch FP32 latency (ms)", "pytorch_ms"),
+            ("top-1 (%)", "top1_%"),
+        ):
             a, b = p[f"{key}_parent"], p[f"{key}_pruned"]
             if pd.notna(a) and pd.notna(b) and a:
                 names.append(f"{label}\n{a:.3g} → {b:.3g}")

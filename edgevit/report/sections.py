@@ -21,8 +21,10 @@ def intro(ledger: D.LedgerData, out: Output) -> None:
         out.markdown(f"**{ledger.problem}.** The sections below stay empty until runs are recorded.")
         return
     version = f" (schema v{ledger.version})" if ledger.version else ""
-    out.markdown(f"Ledger `{ledger.path}`{version}: **{len(ledger.runs)}** runs, **{len(ledger.evals)}** "
-                 f"epoch evaluations, **{len(ledger.exports)}** exports, **{len(ledger.profiles)}** timings.")
+    out.markdown(
+        f"Ledger `{ledger.path}`{version}: **{len(ledger.runs)}** runs, **{len(ledger.evals)}** "
+        f"epoch evaluations, **{len(ledger.exports)}** exports, **{len(ledger.profiles)}** timings."
+    )
 
 
 def runs(ledger: D.LedgerData, out: Output) -> None:
@@ -36,16 +38,22 @@ def runs(ledger: D.LedgerData, out: Output) -> None:
         same = ["device"] if "device" in table and table["device"].dropna().nunique() == 1 else []
         if same:
             out.markdown(f"Timed on {table['device'].dropna().iloc[0]}.")
-        out.table(table, f"run_{name}", hide=same,
-                  empty="No exports or timings recorded for this run (`edgevit benchmark RUN` makes them).")
+        out.table(
+            table,
+            f"run_{name}",
+            hide=same,
+            empty="No exports or timings recorded for this run (`edgevit benchmark RUN` makes them).",
+        )
 
 
 def accuracy_latency(ledger: D.LedgerData, out: Output, budget_ms: float | None = None) -> pd.DataFrame:
     """Per target: the scatter with its Pareto front, then the front as a table; returns the points."""
     pts = D.points(ledger)
     if pts.empty:
-        out.markdown("*No export has both a runtime top-1 and a latency yet: `edgevit export` then "
-                     "`edgevit profile`, or `edgevit benchmark RUN`, record both.*")
+        out.markdown(
+            "*No export has both a runtime top-1 and a latency yet: `edgevit export` then "
+            "`edgevit profile`, or `edgevit benchmark RUN`, record both.*"
+        )
         return pts
     for target in dict.fromkeys(pts["target"]):
         out.markdown(f"### Target `{target}`")
@@ -53,8 +61,9 @@ def accuracy_latency(ledger: D.LedgerData, out: Output, budget_ms: float | None 
         out.table(D.pareto_table(pts, target), f"pareto_{target}")
     if budget_ms is not None:
         out.markdown(f"### Best top-1 within {budget_ms:g} ms (median), per target")
-        out.table(D.best_under_budget(pts, budget_ms), "best_under_budget",
-                  empty=f"No export runs within {budget_ms:g} ms.")
+        out.table(
+            D.best_under_budget(pts, budget_ms), "best_under_budget", empty=f"No export runs within {budget_ms:g} ms."
+        )
     return pts
 
 
@@ -81,12 +90,16 @@ def distillation(ledger: D.LedgerData, out: Output, dataset: str | None = None) 
         return summary
     gains = D.distillation_gains(summary)
     if gains.empty:
-        out.markdown("*No config has both a run without distillation and a distilled run yet, so the gain "
-                     "cannot be measured (`edgevit distill --distillation none` with the same recipe).*")
+        out.markdown(
+            "*No config has both a run without distillation and a distilled run yet, so the gain "
+            "cannot be measured (`edgevit distill --distillation none` with the same recipe).*"
+        )
     else:
         for _, g in gains.iterrows():
-            out.markdown(f"**{g['config']}**: {g['best_setting']} reached **{g['best_top1_%']:.2f} %** vs "
-                         f"**{g['none_top1_%']:.2f} %** without distillation (**{g['gain_pt']:+.2f} pt**).")
+            out.markdown(
+                f"**{g['config']}**: {g['best_setting']} reached **{g['best_top1_%']:.2f} %** vs "
+                f"**{g['none_top1_%']:.2f} %** without distillation (**{g['gain_pt']:+.2f} pt**)."
+            )
     one = summary["config"].nunique() == 1  # then the config is said once, above, not on every row
     out.table(summary, f"distillation_{slug(dataset or 'all')}", hide=["config"] if one else None)
     out.figure(P.settings_bars(summary, runs_), f"distillation_{slug(dataset or 'all')}")

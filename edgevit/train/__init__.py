@@ -4,5 +4,14 @@ from edgevit.train.evaluate import evaluate
 from edgevit.train.tasks import ClassificationTask, DistillationTask, TeacherLogits
 from edgevit.train.trainer import DistInfo, Hooks, TrainConfig, Trainer, init_distributed
 
-__all__ = ["ClassificationTask", "DistillationTask", "DistInfo", "Hooks", "TeacherLogits", "TrainConfig", "Trainer",
-           "evaluate", "init_distributed"]
+__all__ = [
+    "ClassificationTask",
+    "DistillationTask",
+    "DistInfo",
+    "Hooks",
+    "TeacherLogits",
+    "TrainConfig",
+    "Trainer",
+    "evaluate",
+    "init_distributed",
+]

@@ -25,8 +25,13 @@ def both_heads(model: nn.Module) -> Iterator[None]:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, ds: Dataset, batch_size: int = 128, device: torch.device | None = None,
-             autocast: contextlib.AbstractContextManager | None = None) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    ds: Dataset,
+    batch_size: int = 128,
+    device: torch.device | None = None,
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> dict[str, float]:
     """Top-1 of the average (what deployment runs) and, for distilled students, of each head."""
     model = getattr(model, "module", model)
     model.eval()

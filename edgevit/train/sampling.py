@@ -55,8 +55,16 @@ class _DistinctRepeats(Sampler):
             seen[i] += 1
 
 
-def make_loader(ds: SeededAugment, batch_size: int, workers: int, rnd: int, world: int = 1, rank: int = 0,
-                repeats: int = 0, train: bool = True) -> DataLoader:
+def make_loader(
+    ds: SeededAugment,
+    batch_size: int,
+    workers: int,
+    rnd: int,
+    world: int = 1,
+    rank: int = 0,
+    repeats: int = 0,
+    train: bool = True,
+) -> DataLoader:
     """The loader for round `rnd`: shuffled by (seed, rnd); repeated augmentation when repeats > 1."""
     ds.round = rnd
     g = torch.Generator().manual_seed(derive_seed(ds.seed, rnd, 7))
@@ -69,5 +77,12 @@ def make_loader(ds: SeededAugment, batch_size: int, workers: int, rnd: int, worl
         sampler.set_epoch(rnd)
     else:
         sampler = RandomSampler(ds, generator=g)
-    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=train,
-                      generator=g, persistent_workers=False)
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        drop_last=train,
+        generator=g,
+        persistent_workers=False,
+    )

@@ -82,13 +82,23 @@ def cpu_has_bf16() -> bool | None:
     return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags))
 
 
-def candidates(model: nn.Module, device: torch.device, amp: str, channels_last: str | bool,
-               fused_attn: str | bool = "auto") -> list[Precision]:
+def candidates(
+    model: nn.Module, device: torch.device, amp: str, channels_last: str | bool, fused_attn: str | bool = "auto"
+) -> list[Precision]:
     """What `auto` tries. On a CPU without native bf16 autocast only emulates it (a RegNetY-160 step took
     minutes in the probe on an AVX2 EPYC), so bf16 is tried only where the CPU has it or cannot say."""
     cpu_bf16 = device.type == "cpu" and cpu_has_bf16() is not False
-    amps = [amp] if amp != "auto" else (["off", "bf16"] if cpu_bf16 else ["off"] if device.type == "cpu" else
-                                        ["off", "bf16" if torch.cuda.is_bf16_supported() else "fp16"])
+    amps = (
+        [amp]
+        if amp != "auto"
+        else (
+            ["off", "bf16"]
+            if cpu_bf16
+            else ["off"]
+            if device.type == "cpu"
+            else ["off", "bf16" if torch.cuda.is_bf16_supported() else "fp16"]
+        )
+    )
     layouts = [channels_last] if channels_last != "auto" else ([False, True] if has_convolutions(model) else [False])
     attns = [fused_attn] if fused_attn != "auto" else ([True, False] if attention_layers(model) else [None])
     return [Precision(a, bool(c), f) for a in amps for c in layouts for f in attns]
@@ -107,8 +117,16 @@ def _machine() -> str:
 
 def memo_key(model: nn.Module, shape: tuple[int, ...], train: bool, device: torch.device) -> str:
     params = sorted((n, tuple(p.shape)) for n, p in model.named_parameters())
-    spec = [type(model).__name__, params, list(shape), train, device.type, _machine(), torch.get_num_threads(),
-            torch.__version__]
+    spec = [
+        type(model).__name__,
+        params,
+        list(shape),
+        train,
+        device.type,
+        _machine(),
+        torch.get_num_threads(),
+        torch.__version__,
+    ]
     return hashlib.sha256(json.dumps(spec, default=str).encode()).hexdigest()[:16]
 
 
@@ -121,6 +139,7 @@ def _step_fn(model: nn.Module, x: torch.Tensor, p: Precision, train: bool, devic
         def infer() -> None:
             with torch.inference_mode(), p.autocast(device):
                 model(x)
+
         return infer
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-6)
@@ -132,6 +151,7 @@ def _step_fn(model: nn.Module, x: torch.Tensor, p: Precision, train: bool, devic
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
     return step
 
 
@@ -149,9 +169,18 @@ def _median_seconds(fn: Callable[[], None], device: torch.device) -> float:
     return statistics.median(times)
 
 
-def choose(model: nn.Module, sample: torch.Tensor, *, amp: str = "auto", channels_last: str | bool = "auto",
-           fused_attn: str | bool = "auto", train: bool = True, memo_dir: Path | None = None, label: str = "model",
-           log: Callable[[str], None] = print) -> Precision:
+def choose(
+    model: nn.Module,
+    sample: torch.Tensor,
+    *,
+    amp: str = "auto",
+    channels_last: str | bool = "auto",
+    fused_attn: str | bool = "auto",
+    train: bool = True,
+    memo_dir: Path | None = None,
+    label: str = "model",
+    log: Callable[[str], None] = print,
+) -> Precision:
     """The fastest precision for `model` on `sample`'s shape among the candidates the settings allow (a
     near-tie, within PROBE_MARGIN, goes to the earlier, simpler candidate)."""
     device = sample.device
@@ -176,15 +205,28 @@ def choose(model: nn.Module, sample: torch.Tensor, *, amp: str = "auto", channel
     for p in options[1:]:  # a candidate must beat the pick by more than the probe's noise to replace it
         if times[p] < (1 - PROBE_MARGIN) * times[best]:
             best = p
-    base = next((t for p, t in times.items() if p.amp == "off" and not p.channels_last and p.fused_attn is not False),
-                max(times.values()))  # fp32 as the model was built
-    log(f"{label}: {best.describe()} ({base / times[best]:.2f}x fp32 in a {PROBE_STEPS}-step "
-        f"{'training' if train else 'inference'} probe: " +
-        ", ".join(f"{p.describe()} {1000 * t:.0f} ms" for p, t in times.items()) + ")")
+    base = next(
+        (t for p, t in times.items() if p.amp == "off" and not p.channels_last and p.fused_attn is not False),
+        max(times.values()),
+    )  # fp32 as the model was built
+    log(
+        f"{label}: {best.describe()} ({base / times[best]:.2f}x fp32 in a {PROBE_STEPS}-step "
+        f"{'training' if train else 'inference'} probe: "
+        + ", ".join(f"{p.describe()} {1000 * t:.0f} ms" for p, t in times.items())
+        + ")"
+    )
     if memo is not None:
         memo.parent.mkdir(parents=True, exist_ok=True)
-        write_json(memo, {"choice": asdict(best), "ms": {p.describe(): 1000 * t for p, t in times.items()},
-                          "label": label, "shape": list(sample.shape), "machine": _machine()})
+        write_json(
+            memo,
+            {
+                "choice": asdict(best),
+                "ms": {p.describe(): 1000 * t for p, t in times.items()},
+                "label": label,
+                "shape": list(sample.shape),
+                "machine": _machine(),
+            },
+        )
     return best
 
 

@@ -64,8 +64,9 @@ class ClassificationTask(TrainingTask):
         self.loss_fn = DistillationLoss(criterion, "none")
 
     def prepare_distributed(self, device_ids: list | None = None, **ddp_kwargs: Any) -> "ClassificationTask":
-        self.trainable_module = nn.parallel.DistributedDataParallel(self.trainable_module, device_ids=device_ids,
-                                                                    **ddp_kwargs)
+        self.trainable_module = nn.parallel.DistributedDataParallel(
+            self.trainable_module, device_ids=device_ids, **ddp_kwargs
+        )
         return self
 
     def begin_epoch(self, rnd: int) -> None:
@@ -84,8 +85,15 @@ class ClassificationTask(TrainingTask):
 class DistillationTask(ClassificationTask):
     """DeiT distillation: (1 - alpha) * CE(cls head, y) + alpha * distill(dist head, teacher)."""
 
-    def __init__(self, model: nn.Module, teacher: Callable[[torch.Tensor], torch.Tensor] | TeacherLogits,
-                 kind: str = "hard", alpha: float = 0.5, tau: float = 1.0, cache: TeacherCache | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        teacher: Callable[[torch.Tensor], torch.Tensor] | TeacherLogits,
+        kind: str = "hard",
+        alpha: float = 0.5,
+        tau: float = 1.0,
+        cache: TeacherCache | None = None,
+    ):
         super().__init__(model)
         if kind not in ("soft", "hard"):
             raise ValueError(f"distillation kind must be soft or hard, not {kind!r}")
@@ -106,5 +114,10 @@ class DistillationTask(ClassificationTask):
         t_logits = self.teacher_logits(input, batch)
         output = self.trainable_module(input)
         task_loss, distill_loss = self.loss_fn.parts(output, target, t_logits)
-        return {"loss": self.loss_fn.combine(task_loss, distill_loss), "output": output[0],
-                "task_loss": task_loss, "distill_loss": distill_loss, "teacher_logits": t_logits}
+        return {
+            "loss": self.loss_fn.combine(task_loss, distill_loss),
+            "output": output[0],
+            "task_loss": task_loss,
+            "distill_loss": distill_loss,
+            "teacher_logits": t_logits,
+        }

@@ -89,9 +89,17 @@ def init_distributed() -> DistInfo:
 # ------------------------------------------------------------------------------------ RNG state
 def _rng_state() -> dict[str, Any]:
     np_state, py_state = np.random.get_state(), random.getstate()
-    return {"torch": torch.get_rng_state(), "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
-            int(np_state[2]), int(np_state[3]), float(np_state[4])],
-            "python": [py_state[0], list(py_state[1]), py_state[2]]}
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np_state[1].astype(np.int64)),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
 
 
 def _set_rng_state(s: dict[str, Any]) -> None:
@@ -145,10 +153,21 @@ def _criterion(aug: AugConfig, mixup_on: bool) -> nn.Module:
 
 # ------------------------------------------------------------------------------------ the loop
 class Trainer:
-    def __init__(self, task: ClassificationTask, train_ds: Dataset, val_ds: Dataset, cfg: TrainConfig, *,
-                 checkpoint: Path | None = None, metrics_path: Path | None = None, dist: DistInfo | None = None,
-                 progress: Callable[..., Any] | None = None, label: str = "train",
-                 hooks: Sequence[Hooks] = (), log: Log = print):
+    def __init__(
+        self,
+        task: ClassificationTask,
+        train_ds: Dataset,
+        val_ds: Dataset,
+        cfg: TrainConfig,
+        *,
+        checkpoint: Path | None = None,
+        metrics_path: Path | None = None,
+        dist: DistInfo | None = None,
+        progress: Callable[..., Any] | None = None,
+        label: str = "train",
+        hooks: Sequence[Hooks] = (),
+        log: Log = print,
+    ):
         self.task, self.train_ds, self.val_ds, self.cfg = task, train_ds, val_ds, cfg
         self.checkpoint, self.metrics_path, self.label = checkpoint, metrics_path, label
         self.dist = dist or DistInfo()
@@ -169,13 +188,22 @@ class Trainer:
     def _steps_per_epoch(self) -> int:
         per_step = self.cfg.batch_size * self.dist.world
         if per_step > len(self.train_ds) // self.dist.world * self.dist.world:
-            raise EdgevitError(f"batch size {self.cfg.batch_size} x {self.dist.world} process(es) is larger than the "
-                               f"training split ({len(self.train_ds)} images); lower --batch-size")
+            raise EdgevitError(
+                f"batch size {self.cfg.batch_size} x {self.dist.world} process(es) is larger than the "
+                f"training split ({len(self.train_ds)} images); lower --batch-size"
+            )
         return len(self._loader(SeededAugment(self.train_ds, self.cfg.seed), 0))
 
     def _loader(self, data: SeededAugment, rnd: int) -> Any:
-        return make_loader(data, self.cfg.batch_size, self.cfg.workers, rnd, self.dist.world, self.dist.rank,
-                           repeats=3 if self.cfg.aug.repeated_aug else 0)
+        return make_loader(
+            data,
+            self.cfg.batch_size,
+            self.cfg.workers,
+            rnd,
+            self.dist.world,
+            self.dist.rank,
+            repeats=3 if self.cfg.aug.repeated_aug else 0,
+        )
 
     def _lr(self) -> float:
         o = self.cfg.optim
@@ -197,10 +225,16 @@ class Trainer:
         learning-rate schedule keeps its position. Optimizer moments start afresh."""
         o = self.cfg.optim
         self.optimizer = self._create_optimizer()
-        self.scheduler, _ = create_scheduler_v2(self.optimizer, sched=o.sched, num_epochs=self.cfg.epochs,
-                                                warmup_epochs=o.warmup_epochs, warmup_lr=o.warmup_lr,
-                                                min_lr=o.min_lr, step_on_epochs=False,
-                                                updates_per_epoch=self.steps)
+        self.scheduler, _ = create_scheduler_v2(
+            self.optimizer,
+            sched=o.sched,
+            num_epochs=self.cfg.epochs,
+            warmup_epochs=o.warmup_epochs,
+            warmup_lr=o.warmup_lr,
+            min_lr=o.min_lr,
+            step_on_epochs=False,
+            updates_per_epoch=self.steps,
+        )
         self.scheduler.step_update(self.update)
         if self.dist.world > 1:  # DDP must see the new parameters too
             self.task.trainable_module = self.model
@@ -210,9 +244,16 @@ class Trainer:
         saved = speed.precision_of(state.get("precision")) if state else None
         if saved is None and self.dist.main:
             x = torch.randn(self.cfg.batch_size, 3, *self._image_size(), device=self.device)
-            saved = speed.choose(self.model, x, amp=self.cfg.amp, channels_last=self.cfg.channels_last,
-                                 fused_attn=self.cfg.fused_attn,
-                                 memo_dir=self.cfg.speed_memo, label=self.label, log=self.log)
+            saved = speed.choose(
+                self.model,
+                x,
+                amp=self.cfg.amp,
+                channels_last=self.cfg.channels_last,
+                fused_attn=self.cfg.fused_attn,
+                memo_dir=self.cfg.speed_memo,
+                label=self.label,
+                log=self.log,
+            )
         self.precision = self.dist.broadcast(saved)
         self.precision.apply(self.model)
 
@@ -232,9 +273,18 @@ class Trainer:
         self._choose_precision(state)
         aug = self.cfg.aug
         mixup_on = aug.mixup > 0 or aug.cutmix > 0
-        self.mixup = Mixup(mixup_alpha=aug.mixup, cutmix_alpha=aug.cutmix, prob=aug.mixup_prob,
-                           switch_prob=aug.mixup_switch_prob, label_smoothing=aug.smoothing,
-                           num_classes=self.cfg.num_classes) if mixup_on else None
+        self.mixup = (
+            Mixup(
+                mixup_alpha=aug.mixup,
+                cutmix_alpha=aug.cutmix,
+                prob=aug.mixup_prob,
+                switch_prob=aug.mixup_switch_prob,
+                label_smoothing=aug.smoothing,
+                num_classes=self.cfg.num_classes,
+            )
+            if mixup_on
+            else None
+        )
         self.task.set_criterion(_criterion(aug, mixup_on))
         self.scaler = torch.amp.GradScaler(enabled=self.precision.amp == "fp16" and self.device.type == "cuda")
         if self.dist.world > 1:
@@ -287,7 +337,9 @@ class Trainer:
         since; after a short high-lr schedule they no longer fit the weights (RegNetY-160 from scratch,
         epoch 5 of 10 on the digits: 43 % held-out top-1 with them, 98.6 % after this). One pass over
         the training split with the final weights and a cumulative average fixes them."""
-        bns = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        bns = [
+            m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        ]
         if not bns:
             return
         momenta = [m.momentum for m in bns]
@@ -304,10 +356,20 @@ class Trainer:
         self.model.eval()
 
     def _save(self, epoch: int) -> None:
-        torch_save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                    "epoch": epoch, "update": self.update, "rng": _rng_state(), "history": self.history,
-                    "precision": vars(self.precision).copy()}, self.checkpoint)
+        torch_save(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "epoch": epoch,
+                "update": self.update,
+                "rng": _rng_state(),
+                "history": self.history,
+                "precision": vars(self.precision).copy(),
+            },
+            self.checkpoint,
+        )
 
     def _train_epoch(self, data: SeededAugment, epoch: int, rnd: int) -> dict[str, Any]:
         cfg, dist, p = self.cfg, self.dist, self.precision
@@ -315,8 +377,10 @@ class Trainer:
         self.task.train()
         self.task.begin_epoch(rnd)
         sync_every = 1 if self.device.type == "cpu" else 25  # host syncs cost time on a GPU only
-        sums = {k: torch.zeros((), device=self.device)
-                for k in ("loss", "task_loss", "distill_loss", "correct", "agree", "labelled")}
+        sums = {
+            k: torch.zeros((), device=self.device)
+            for k in ("loss", "task_loss", "distill_loss", "correct", "agree", "labelled")
+        }
         t0, seen = time.perf_counter(), 0
         bar = self.progress(f"{self.label} epoch {epoch + 1}/{cfg.epochs}", len(loader)) if self.progress else None
         for b, (x, y) in enumerate(loader):
@@ -342,28 +406,39 @@ class Trainer:
             if (b + 1) % sync_every == 0 or b + 1 == len(loader):
                 loss = float(sums["loss"]) / seen
                 if not math.isfinite(loss):
-                    raise EdgevitError(f"{self.label}: loss became {loss} at epoch {epoch + 1}; lower the learning rate")
+                    raise EdgevitError(
+                        f"{self.label}: loss became {loss} at epoch {epoch + 1}; lower the learning rate"
+                    )
                 if bar:
-                    bar(b + 1, loss=loss, acc=100.0 * float(sums["correct"]) / max(float(sums["labelled"]), 1),
-                        ips=seen * dist.world / (time.perf_counter() - t0))
+                    bar(
+                        b + 1,
+                        loss=loss,
+                        acc=100.0 * float(sums["correct"]) / max(float(sums["labelled"]), 1),
+                        ips=seen * dist.world / (time.perf_counter() - t0),
+                    )
             for h in self.hooks:
                 h.after_step(self, self.update)
         self.task.end_epoch()
         self.scheduler.step(epoch + 1)
         seconds = time.perf_counter() - t0
-        row: dict[str, Any] = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
-                               "train_loss": float(sums["loss"]) / max(seen, 1),
-                               "train_task_loss": float(sums["task_loss"]) / max(seen, 1),
-                               "train_top1": 100.0 * float(sums["correct"]) / max(float(sums["labelled"]), 1),
-                               "train_img_s": seen * dist.world / seconds, "train_seconds": seconds}
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": float(sums["loss"]) / max(seen, 1),
+            "train_task_loss": float(sums["task_loss"]) / max(seen, 1),
+            "train_top1": 100.0 * float(sums["correct"]) / max(float(sums["labelled"]), 1),
+            "train_img_s": seen * dist.world / seconds,
+            "train_seconds": seconds,
+        }
         if self.task.kind != "none":
             row["train_distill_loss"] = float(sums["distill_loss"]) / max(seen, 1)
             row["teacher_label_agreement"] = 100.0 * float(sums["agree"]) / max(float(sums["labelled"]), 1)
         return row
 
     @staticmethod
-    def _accumulate(sums: dict[str, torch.Tensor], out: dict[str, torch.Tensor], target: torch.Tensor,
-                    y: torch.Tensor) -> None:
+    def _accumulate(
+        sums: dict[str, torch.Tensor], out: dict[str, torch.Tensor], target: torch.Tensor, y: torch.Tensor
+    ) -> None:
         """Running sums for the epoch's row. Accuracy and teacher agreement count labelled images only
         (data.labelled < 1 marks the others -1: no label to agree with)."""
         n = len(y)

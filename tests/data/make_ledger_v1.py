@@ -31,34 +31,66 @@ def main(v1_source: str, out: str) -> None:
 
     def export(target: str, fmt: str, folder: str) -> None:
         step()
-        led.record_export("deit-a", target=target, format=fmt, precision=folder,
-                          path=root / "deit-a" / "exports" / target / folder, size_bytes=1000, seconds=1.0,
-                          verified=True, agreement=99.5, max_abs_diff=1e-3, top1=71.0, note="")
+        led.record_export(
+            "deit-a",
+            target=target,
+            format=fmt,
+            precision=folder,
+            path=root / "deit-a" / "exports" / target / folder,
+            size_bytes=1000,
+            seconds=1.0,
+            verified=True,
+            agreement=99.5,
+            max_abs_diff=1e-3,
+            top1=71.0,
+            note="",
+        )
 
     def profile(target: str, fmt: str, precision: str, folder: str | None) -> None:
         step()
         extra = {"runtime_note": "v1"}
         if folder:
             extra["artifact"] = str(root / "deit-a" / "exports" / target / folder)
-        led.record_profile("deit-a", target=target, format=fmt, precision=precision, runtime=f"{fmt} rt",
-                           device="local (test)", threads=1, batch=1, iterations=10, warmup=2, median_ms=2.0,
-                           p90_ms=2.5, p99_ms=3.0, mean_ms=2.1, throughput=480.0, peak_mem_mb=12.0, extra=extra)
+        led.record_profile(
+            "deit-a",
+            target=target,
+            format=fmt,
+            precision=precision,
+            runtime=f"{fmt} rt",
+            device="local (test)",
+            threads=1,
+            batch=1,
+            iterations=10,
+            warmup=2,
+            median_ms=2.0,
+            p90_ms=2.5,
+            p99_ms=3.0,
+            mean_ms=2.1,
+            throughput=480.0,
+            peak_mem_mb=12.0,
+            extra=extra,
+        )
 
-    led.record_run("deit-a", stage="distill", status="running", path=root / "deit-a",
-                   recipe={"epochs": 2, "student": {"name": "deit_tiny_patch16_224"}})
+    led.record_run(
+        "deit-a",
+        stage="distill",
+        status="running",
+        path=root / "deit-a",
+        recipe={"epochs": 2, "student": {"name": "deit_tiny_patch16_224"}},
+    )
     for epoch in (1, 2):
         led.record_eval("deit-a", epoch=epoch, split="val", metrics={"top1": 60.0 + epoch, "loss": 1.0 / epoch})
     led.record_run("deit-a", stage="distill", status="done", summary={"val_top1": 62.0, "epochs": 2})
-    export("onnx", "onnx", "fp32")                  # export 1
-    profile("pytorch", "pytorch", "fp32", None)     # the PyTorch baseline: no export
-    profile("onnx", "onnx", "fp32", "fp32")         # -> export 1
-    export("onnx", "onnx", "fp32")                  # export 2: a re-export
-    profile("onnx", "onnx", "fp32", "fp32")         # -> export 2
-    export("onnx", "onnx", "int8")                  # export 3: plain int8 (scheme from its manifest)
+    export("onnx", "onnx", "fp32")  # export 1
+    profile("pytorch", "pytorch", "fp32", None)  # the PyTorch baseline: no export
+    profile("onnx", "onnx", "fp32", "fp32")  # -> export 1
+    export("onnx", "onnx", "fp32")  # export 2: a re-export
+    profile("onnx", "onnx", "fp32", "fp32")  # -> export 2
+    export("onnx", "onnx", "int8")  # export 3: plain int8 (scheme from its manifest)
     export("tflite-mobile", "tflite", "int8-static")  # export 4
-    export("tflite-mobile", "tflite", "int8")       # export 5: plain int8, no manifest anywhere
+    export("tflite-mobile", "tflite", "int8")  # export 5: plain int8, no manifest anywhere
     profile("tflite-mobile", "tflite", "int8", "int8-static")  # -> export 4, though 5 is newer
-    profile("tflite-mobile", "tflite", "int8", "int8")         # -> export 5
+    profile("tflite-mobile", "tflite", "int8", "int8")  # -> export 5
     led.record_run("deit-b", stage="distill", status="running", path=root / "deit-b")  # interrupted
     led.record_eval("deit-b", epoch=1, split="val", metrics={"top1": 10.0})
     shutil.copyfile(led.path, out)  # every connection is closed: the WAL is checkpointed into the file
