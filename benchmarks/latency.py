@@ -131,9 +131,9 @@ def export_variant(v: Variant, model: Any, calib: np.ndarray, out: Path, fresh: 
     """Export with edgevit's format module for the variant's target (cached in `out`)."""
     import torch
 
+    from edgevit import formats
     from edgevit.artifact import MANIFEST
     from edgevit.config import load_target
-    from edgevit.export.registry import format_module
 
     folder = out / f"{v.runtime}-{v.precision}"
     if (folder / MANIFEST).is_file() and not fresh:
@@ -144,7 +144,7 @@ def export_variant(v: Variant, model: Any, calib: np.ndarray, out: Path, fresh: 
     target = target.model_copy(update={"quantization": q})
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    art = format_module(target.format).export(
+    art = formats.get(target.format).export(
         model, torch.from_numpy(calib[:1].copy()), target, v.precision.split("-")[0], calib, folder, {}
     )
     art.manifest["export_seconds"] = round(time.perf_counter() - t0, 1)

@@ -11,18 +11,29 @@
     tuned = quantize("runs/mine", "openvino-cpu", method="tune", max_drop=0.5)
     html = report("runs")  # runs/reports/accuracy_latency_report.html
 
+    jobs = export_targets("runs/mine", "all", "all")  # every target and precision, failures recorded
+    times = time_artifacts({j.target.name: j.folder for j in jobs if not j.error}, Timing(threads=2),
+                           baseline="runs/mine")  # side by side, interleaved, with PyTorch FP32
+    best = most_accurate_within([vars(r) for r in table.rows], budget_ms=0.5)  # per target
+    formats.register(Format(name="myformat", ...))   # a format every stage then knows
+
 Every stage writes its files under runs/<run>/ and its rows into runs/ledger.sqlite; bad input
 raises `EdgevitError` with a one-line message.
 """
 
+from edgevit import formats
 from edgevit.chain import run_recipe
+from edgevit.choose import most_accurate_within, pick
 from edgevit.config import Recipe, Target, apply_overrides, load_recipe, load_target
 from edgevit.distill.pipeline import distill
 from edgevit.errors import EdgevitError
 from edgevit.export.pipeline import ExportResult, InputsCache, RunInputs
 from edgevit.export.pipeline import export_run as export
+from edgevit.export.targets import TargetExport, export_targets
+from edgevit.formats import Format
 from edgevit.profile.benchmark import BenchmarkResult, benchmark
 from edgevit.profile.runners import ProfileResult
+from edgevit.profile.side_by_side import time_artifacts
 from edgevit.profile.stage import Device, Timing, profile
 from edgevit.quantize import quantize
 from edgevit.report import report
@@ -33,24 +44,31 @@ __all__ = [
     "Device",
     "EdgevitError",
     "ExportResult",
+    "Format",
     "InputsCache",
     "Ledger",
     "ProfileResult",
     "Recipe",
     "RunInputs",
     "Target",
+    "TargetExport",
     "Timing",
     "apply_overrides",
     "benchmark",
     "distill",
     "export",
+    "export_targets",
+    "formats",
     "load_recipe",
     "load_target",
+    "most_accurate_within",
+    "pick",
     "profile",
     "prune",
     "quantize",
     "report",
     "run_recipe",
+    "time_artifacts",
 ]
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import signal
 import sys
 import threading
 from typing import Callable
 
 from edgevit import __version__
+from edgevit.console import install_log_handler
 from edgevit.errors import EdgevitError
 
 # name -> (module, one-line help). The module has add_arguments(parser) and run(args) -> int.
@@ -63,19 +65,17 @@ def _parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict[str, Callabl
 def _as_flag(exc: EdgevitError, parser: argparse.ArgumentParser | None, command: str | None) -> str:
     """The core names its parameters (`lr must be ...`); a CLI user typed flags: say `--lr` instead."""
     message = str(exc)
-    if not (exc.param and parser and command):
+    if not (exc.params and parser and command):
         return message
     sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
     cmd = sub.choices.get(command) if sub else None
-    flag = next(
-        (
-            a.option_strings[0]
-            for a in (cmd._actions if cmd else [])
-            if a.dest == exc.param.replace(".", "_") and a.option_strings
-        ),
-        None,
-    )
-    return message.replace(exc.param, flag, 1) if flag else message
+    flags = {a.dest: a.option_strings[0] for a in (cmd._actions if cmd else []) if a.option_strings}
+    for param in exc.params:
+        dest = param.replace(".", "_")
+        flag = flags.get(dest) or flags.get(dest.removesuffix("_dir"))  # runs_dir is --runs
+        if flag:
+            message = re.sub(rf"(?<![\w.-]){re.escape(param)}\b", flag, message, count=1)
+    return message
 
 
 def _terminated(signum: int, frame: object) -> None:
@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.command:
             parser.print_help()
             return 0
+        install_log_handler()
         return int(runners[args.command](args) or 0)
     except EdgevitError as exc:
         print(f"edgevit: error: {_as_flag(exc, parser, command)}", file=sys.stderr)

@@ -210,7 +210,7 @@ class Target(_Strict):
     name: str
     description: str = ""
     aliases: list[str] = Field(default_factory=list)
-    format: str = Field(description="an export format of the registry (edgevit.export.registry.FORMATS)")
+    format: str = Field(description="an export format of the registry (edgevit.formats.FORMATS)")
     precision: Precision = "fp32"
     precisions: list[Precision] = Field(default_factory=lambda: ["fp32"])
     input_size: int | None = Field(None, ge=8, description="None: the run's training size")
@@ -225,7 +225,7 @@ class Target(_Strict):
     @field_validator("format")
     @classmethod
     def _registered_format(cls, v: str) -> str:
-        from edgevit.export.registry import FORMATS  # the registry is the one list of formats
+        from edgevit.formats import FORMATS  # the registry is the one list of formats
 
         if v not in FORMATS:
             raise ValueError(f"unknown format {v!r}; known: {', '.join(FORMATS)}")

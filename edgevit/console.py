@@ -1,8 +1,10 @@
-"""What the CLI draws: rich progress bars for the stages' `progress` hook. Only command modules import it."""
+"""What the CLI draws: the stages' log lines on stderr and rich progress bars for their `progress` hook.
+Only the CLI and command modules import it; the core logs through `logging` and knows nothing of this."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 from typing import Callable, Iterator
 
@@ -26,3 +28,21 @@ def progress_bars() -> Iterator[Callable[[str, int], Callable[..., None]]]:
             return lambda done, **fields: bar.update(task, completed=done, **fields)
 
         yield start
+
+
+def install_log_handler(level: int = logging.INFO) -> None:
+    """The core's `edgevit.*` loggers printed on stderr (stdout stays for the command's table), once."""
+    root = logging.getLogger("edgevit")
+    if any(getattr(h, "_edgevit_cli", False) for h in root.handlers):
+        return
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler._edgevit_cli = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (a redirected or captured stderr included)."""
+
+    stream = property(lambda self: sys.stderr, lambda self, value: None)  # type: ignore[assignment]

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from edgevit.choose import pick
 from edgevit.errors import EdgevitError
-from edgevit.profile.choose import pick
 
 
 def rows() -> list[dict]:
@@ -90,11 +90,28 @@ def test_without_a_baseline_nothing_is_picked() -> None:
 
 @pytest.mark.parametrize("bad", [-0.1, 100.5, float("nan")])
 def test_max_drop_out_of_range_is_one_line(bad: float) -> None:
-    with pytest.raises(EdgevitError, match="--max-drop must be between 0 and 100") as err:
+    with pytest.raises(EdgevitError, match="max_drop must be between 0 and 100") as err:
         pick(rows(), max_drop=bad)
-    assert "\n" not in str(err.value)
+    assert "\n" not in str(err.value) and err.value.param == "max_drop"
 
 
 def test_min_accuracy_out_of_range() -> None:
-    with pytest.raises(EdgevitError, match="--min-accuracy must be between 0 and 100"):
+    with pytest.raises(EdgevitError, match="min_accuracy must be between 0 and 100"):
         pick(rows(), min_accuracy=120)
+
+
+def test_most_accurate_within_a_budget_per_target() -> None:
+    from edgevit.choose import most_accurate_within
+
+    rows = [
+        {"target": "cpu", "precision": "fp32", "top1": 80.0, "median_ms": 1.2},
+        {"target": "cpu", "precision": "int8", "top1": 79.5, "median_ms": 0.4},
+        {"target": "cpu", "precision": "fp16", "top1": 79.5, "median_ms": 0.3},  # same top-1, faster: wins the tie
+        {"target": "phone", "precision": "fp32", "top1": 75.0, "median_ms": 2.0},
+        {"target": "phone", "precision": "int8", "top1": None, "median_ms": 0.1},  # not verified: cannot qualify
+    ]
+    assert [(r["target"], r["precision"]) for r in most_accurate_within(rows, 0.5)] == [("cpu", "fp16")]
+    assert [r["precision"] for r in most_accurate_within(rows, 5)] == ["fp32", "fp32"]
+    for bad in (0, -1.0, float("nan"), "1"):
+        with pytest.raises(EdgevitError, match="budget_ms must be a latency in milliseconds above 0"):
+            most_accurate_within(rows, bad)

@@ -82,8 +82,8 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny ONNX export made with the ONNX exporter module."""
     import torch
 
+    from edgevit import formats
     from edgevit.config import load_target
-    from edgevit.export.registry import format_module
     from edgevit.models.students import create_student
 
     torch.manual_seed(0)
@@ -92,7 +92,7 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
         {"num_classes": 10, "img_size": 32, "patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2},
     ).eval()
     out = tmp_path_factory.mktemp("onnx")
-    art = format_module("onnx").export(model, torch.zeros(1, 3, 32, 32), load_target("onnx"), "fp32", None, out, {})
+    art = formats.get("onnx").export(model, torch.zeros(1, 3, 32, 32), load_target("onnx"), "fp32", None, out, {})
     art.write_manifest()
     return out
 
@@ -125,8 +125,8 @@ def test_agent_profiles_an_executorch_program(sshd: dict, tmp_path: Path) -> Non
     pytest.importorskip("executorch", reason="the [executorch] extra is not installed")
     import torch
 
+    from edgevit import formats
     from edgevit.config import load_target
-    from edgevit.export.registry import format_module
     from edgevit.models.students import create_student
 
     torch.manual_seed(0)
@@ -134,7 +134,7 @@ def test_agent_profiles_an_executorch_program(sshd: dict, tmp_path: Path) -> Non
         "deit_tiny_distilled_patch16_224",
         {"num_classes": 10, "img_size": 32, "patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2},
     ).eval()
-    art = format_module("executorch").export(
+    art = formats.get("executorch").export(
         model, torch.zeros(1, 3, 32, 32), load_target("executorch-mobile"), "fp32", None, tmp_path, {}
     )
     art.write_manifest()

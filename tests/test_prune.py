@@ -293,7 +293,7 @@ def test_a_recipe_distills_prunes_and_recovers(distilled_run: Path) -> None:
     assert s["cache"]["hits"] > 0 and s["cache"]["misses"] == 0  # recovered on the parent's cached logits
     model, meta = load_student(child)
     assert meta["parent"] == "tiny" and meta["pruning"]["ratio"] == 0.5
-    assert count(model, torch.zeros(1, 3, 16, 16))[0] == s["macs_after"]
+    assert count(model, torch.zeros(1, 3, 16, 16))[0] == s["macs_after"] == s["macs_g"] * 1e9  # one MAC counter
     recipe = yaml.safe_load((child / "recipe.yaml").read_text())
     assert recipe["prune"]["recover_teacher"] == "teacher" and recipe["epochs"] == 2
 

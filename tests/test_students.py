@@ -85,3 +85,15 @@ def test_changing_only_the_student_trains_the_named_architecture(name: str, dist
         log=lambda m: None,
     ).fit()
     assert row["epoch"] == 1 and row["train_loss"] > 0 and "train_distill_loss" in row and 0 <= row["val_top1"] <= 100
+
+
+def test_macs_count_attention_on_cpu() -> None:
+    """torch's FLOP counter skips the CPU attention kernel; edgevit's count adds its two matmuls."""
+    from timm.layers import Attention
+
+    from edgevit.models.students import count_macs
+
+    tokens, dim = 10, 32
+    linear = 3 * tokens * dim * dim + tokens * dim * dim  # qkv and proj
+    attention = 2 * tokens * tokens * dim  # q @ k^T and attn @ v
+    assert count_macs(Attention(dim, num_heads=4), torch.zeros(1, tokens, dim)) == linear + attention

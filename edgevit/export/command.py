@@ -6,8 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from edgevit.config import Target, list_targets, load_target
-from edgevit.errors import EdgevitError
 from edgevit.paths import resolve_run
 
 PRECISION_CHOICES = ("fp32", "fp16", "bf16", "int8", "all")
@@ -54,56 +52,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-ledger", action="store_true", help="do not record the export in the runs ledger")
 
 
-def resolve_targets(spec: str) -> list[Target]:
-    if spec == "all":
-        found = [(name, t) for name, _, t in list_targets()]
-        bad = [f"{name}: {t}" for name, t in found if isinstance(t, str)]
-        if bad:
-            raise EdgevitError(f"invalid target file {bad[0]}")
-        return [t for _, t in found]
-    return [load_target(s.strip()) for s in spec.split(",") if s.strip()]
-
-
 def run(args: argparse.Namespace) -> int:
-    from edgevit.export.pipeline import InputsCache, check_calibration, export_run
+    from edgevit.export.pipeline import check_calibration
+    from edgevit.export.targets import export_targets, resolve_targets
 
     check_calibration(args.calibration)  # options first, so the message names what was typed
     run_dir = resolve_run(args.run, args.runs)
     targets = resolve_targets(args.target)
-    jobs = []
-    for t in targets:
-        if args.precision == "all":
-            jobs += [(t, p) for p in t.precisions]
-        elif args.precision and len(targets) > 1 and args.precision not in t.precisions:
-            print(f"skip {t.name}: it offers {', '.join(t.precisions)}, not {args.precision}", file=sys.stderr)
-        else:
-            jobs.append((t, args.precision or t.precision))
-    rows, failures = [], []
-    inputs = InputsCache(args.verify_images)  # the student and images are loaded once for every job
-    for t, precision in jobs:
-        print(f"exporting {run_dir.name} for {t.name} ({t.format}, {precision}) ...", file=sys.stderr, flush=True)
-        try:
-            result = export_run(
-                run_dir,
-                t,
-                precision,
-                calibration=args.calibration,
-                ledger=not args.no_ledger,
-                scheme=args.scheme,
-                dynamic_batch=args.dynamic_batch,
-                inputs=inputs,
-            )
-        except EdgevitError as exc:
-            if len(jobs) == 1:
-                raise
-            failures.append(f"{t.name}/{precision}: {exc}")
-            continue
-        rows.append((t.name, result))
+    done = export_targets(
+        run_dir,
+        targets,
+        args.precision,
+        calibration=args.calibration,
+        scheme=args.scheme,
+        dynamic_batch=args.dynamic_batch,
+        verify_images=args.verify_images,
+        ledger=not args.no_ledger,
+    )
+    if len(done) == 1 and done[0].error is not None:
+        raise done[0].error
+    rows = [(job.target.name, job.result) for job in done if job.result is not None]
     if rows:
         print(table(rows))
         print(f"artifacts in {run_dir / 'exports'}")
-    for line in failures:
-        print(f"edgevit: error: {line}", file=sys.stderr)
+    failures = [job for job in done if job.error is not None]
+    for job in failures:
+        print(f"edgevit: error: {job.target.name}/{job.precision}: {job.error}", file=sys.stderr)
     return 1 if failures else 0
 
 

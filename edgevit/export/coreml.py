@@ -20,8 +20,6 @@ from edgevit.artifact import Artifact
 from edgevit.config import Target
 from edgevit.errors import EdgevitError
 
-PRECISIONS = ("fp32", "fp16", "int8")
-TOOLS = ("coremltools",)
 MODEL_FILE = "model.mlpackage"
 
 

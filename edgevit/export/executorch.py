@@ -39,8 +39,6 @@ from edgevit.artifact import Artifact
 from edgevit.config import Target
 from edgevit.errors import EdgevitError
 
-PRECISIONS = ("fp32", "int8")
-TOOLS = ("executorch", "torchao", "coremltools")
 MODEL_FILE = "model.pte"
 DELEGATES = ("xnnpack", "coreml")
 _STRUCTURAL = {"getitem"}  # tuple access nodes: not ops that run anywhere
@@ -192,7 +190,7 @@ def _quantize(
         )
     dynamic = q.scheme == "dynamic"
     if not dynamic and (calibration is None or not len(calibration)):
-        raise EdgevitError("executorch static INT8 needs calibration images (--calibration N, N >= 1)")
+        raise EdgevitError("executorch static INT8 needs calibration images (calibration >= 1)", "calibration")
     config = get_symmetric_quantization_config(is_per_channel=q.per_channel, is_dynamic=dynamic)
     quantizer = XNNPACKQuantizer()
     for op in ops:

@@ -18,8 +18,6 @@ from edgevit.artifact import Artifact
 from edgevit.config import Target
 from edgevit.errors import EdgevitError
 
-PRECISIONS = ("fp32", "int8")
-TOOLS = ("torch", "onnx", "onnxruntime")
 MODEL_FILE = "model.onnx"
 INPUT, OUTPUT = "input", "logits"
 # The compute-heavy ops; quantizing LayerNorm/Softmax/Add too costs accuracy for little speed.
@@ -145,7 +143,7 @@ def quantize(src: Path, dst: Path, target: Target, calibration: np.ndarray | Non
         )
     elif q.scheme == "static":
         if calibration is None or not len(calibration):
-            raise EdgevitError("static INT8 needs calibration images (--calibration N, N >= 1)")
+            raise EdgevitError("static INT8 needs calibration images (calibration >= 1)", "calibration")
         methods = {
             "minmax": CalibrationMethod.MinMax,
             "entropy": CalibrationMethod.Entropy,

@@ -24,8 +24,6 @@ from edgevit.artifact import Artifact
 from edgevit.config import Target
 from edgevit.errors import EdgevitError
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-TOOLS = ("openvino", "nncf")
 MODEL_FILE, WEIGHTS_FILE = "model.xml", "model.bin"
 INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}  # int8: bf16 if the CPU has it
 QUANT_OPTIONS = ("preset", "ignored_types", "ignored_patterns", "smooth_quant_alpha")
@@ -115,7 +113,7 @@ def _quantize(
     if q.scheme != "static":
         raise EdgevitError(f"openvino INT8 is static post-training quantization with NNCF (target asks for {q.scheme})")
     if calibration is None or not len(calibration):
-        raise EdgevitError("openvino INT8 needs calibration images (--calibration N, N >= 1)")
+        raise EdgevitError("openvino INT8 needs calibration images (calibration >= 1)", "calibration")
     model_type = model_type_of(nncf, model)
     has_attention = model_type is not None
     batch = 1 if ov_model.inputs[0].get_partial_shape()[0].is_static else len(calibration)

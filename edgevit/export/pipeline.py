@@ -26,9 +26,10 @@ import torch
 from edgevit.artifact import Artifact
 from edgevit.config import Target, load_target
 from edgevit.errors import EdgevitError
-from edgevit.export.registry import format_module, missing_package
 from edgevit.export.verify import Verification, verify
 from edgevit.files import atomic_dir, disk_error, replace_dir
+from edgevit.formats import get as get_format
+from edgevit.formats import missing_package
 from edgevit.models.checkpoint import STUDENT_FILE, load_student
 
 EXPORTS_DIR = "exports"
@@ -79,14 +80,14 @@ def timed_export(
     meta: dict[str, Any],
 ) -> tuple[Artifact, float]:
     """Run one format's exporter; a converter failure becomes one line naming the format and op."""
-    module = format_module(fmt)
-    if precision not in module.PRECISIONS:
-        raise EdgevitError(f"{fmt} export supports {', '.join(module.PRECISIONS)} (asked for {precision})")
+    spec = get_format(fmt)
+    if precision not in spec.precisions:
+        raise EdgevitError(f"{fmt} export supports {', '.join(spec.precisions)} (asked for {precision})", "precision")
     return run_converter(
         fmt,
         precision,
-        lambda: module.export(model, sample, target, precision, calibration, out_dir, meta),
-        module.TOOLS,
+        lambda: spec.export(model, sample, target, precision, calibration, out_dir, meta),
+        spec.tools,
         out_dir,
     )
 
@@ -226,7 +227,7 @@ def resolve_target(
     folder = precision
     if scheme and scheme != tgt.quantization.scheme:
         if precision != "int8":
-            raise EdgevitError(f"--scheme applies to int8 only (asked for {precision})")
+            raise EdgevitError(f"scheme applies to int8 only (asked for {precision})", "scheme")
         folder = f"{precision}-{scheme}"
     updates: dict[str, Any] = {}
     if scheme:

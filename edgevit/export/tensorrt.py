@@ -32,8 +32,6 @@ from edgevit.errors import EdgevitError
 from edgevit.export.onnx import to_onnx
 from edgevit.profile.trtexec import trtexec_command
 
-PRECISIONS = ("fp32", "fp16", "int8")
-TOOLS = ("onnx", "onnxruntime", "polygraphy", "onnx-graphsurgeon", "nvidia-modelopt", "tensorrt")
 MODEL_FILE, ENGINE_FILE, SCRIPT_FILE = "model.onnx", "model.engine", "build_engine.sh"
 
 
@@ -134,7 +132,7 @@ def _quantize(
     if target.quantization.scheme != "static":
         raise EdgevitError(f"TensorRT INT8 is static (explicit Q/DQ); the target asks for {target.quantization.scheme}")
     if calibration is None or not len(calibration):
-        raise EdgevitError("TensorRT INT8 needs calibration images (--calibration N, N >= 1)")
+        raise EdgevitError("TensorRT INT8 needs calibration images (calibration >= 1)", "calibration")
     method = (target.quantization.method or "entropy").lower()
     if method == "minmax":
         method = "max"

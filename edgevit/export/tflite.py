@@ -23,8 +23,6 @@ from edgevit.artifact import Artifact
 from edgevit.config import Target
 from edgevit.errors import EdgevitError
 
-PRECISIONS = ("fp32", "fp16", "int8")
-TOOLS = ("litert-torch", "ai-edge-litert", "ai-edge-quantizer")
 MODEL_FILE = "model.tflite"
 _FP16_RECIPE = [
     {
@@ -99,7 +97,7 @@ def _quantize(flat: bytes, precision: str, target: Target, calibration: np.ndarr
     result = None
     if scheme == "static":
         if calibration is None or not len(calibration):
-            raise EdgevitError("tflite full-integer INT8 needs calibration images (--calibration N, N >= 1)")
+            raise EdgevitError("tflite full-integer INT8 needs calibration images (calibration >= 1)", "calibration")
         key, name = _signature(flat)
         threads = max(1, min(4, os.cpu_count() or 1))
         result = q.calibrate(

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from edgevit import formats
 from edgevit.artifact import Artifact
 from edgevit.errors import EdgevitError
 from edgevit.runtimes import open_predictor, runs_here
@@ -75,15 +76,8 @@ def verify(
         passed = agreement >= MIN_AGREEMENT
         rule = f"agreement {agreement:.2f}% (needs >= {MIN_AGREEMENT}%)"
     note = f"{predictor.runtime} on {len(images)} val images: {rule}" + ("" if passed else " FAILED")
-    if artifact.format == "tensorrt" and artifact.precision != "fp32":
-        # TensorRT picks its own fp16/int8 kernels when it builds the engine: the ONNX's numbers say how
-        # the graph quantizes, not what the engine computes; only the engine running would prove it.
-        passed = False
-        note = (
-            f"not verified here: the {artifact.precision} engine is built on the device (TensorRT); the ONNX it "
-            f"is built from, in {predictor.runtime}: {rule}"
-        )
-    elif artifact.format == "tensorrt":
-        note += "; the FP32 ONNX the engine is built from (TensorRT runs on the device)"
+    adjust = formats.get(artifact.format).adjust_verification
+    if adjust is not None:  # the runtime here ran a stand-in (TensorRT's ONNX), not the artifact itself
+        passed, note = adjust(artifact.precision, passed, note, predictor.runtime, rule)
     note += extra
     return Verification(passed, note, predictor.runtime, len(images), agreement, diff, top1, torch_top1, within)

@@ -26,7 +26,7 @@ from edgevit.models.prunable import make_dimension_agnostic
 def convmixer_256_8_ks5_p2(pretrained: bool = False, **kwargs: Any) -> ConvMixer:
     """A small ConvMixer that fits 32-px images (the embedded default): 0.6 M parameters."""
     if pretrained:
-        raise EdgevitError("convmixer_256_8_ks5_p2 has no pretrained weights; drop --pretrained")
+        raise EdgevitError("convmixer_256_8_ks5_p2 has no pretrained weights; set pretrained false", "pretrained")
     args = {"dim": 256, "depth": 8, "kernel_size": 5, "patch_size": 2, **kwargs}
     return build_model_with_cfg(ConvMixer, "convmixer_256_8_ks5_p2", pretrained, **args)
 
@@ -109,14 +109,24 @@ def create_student(name: str, kwargs: dict[str, Any]) -> nn.Module:
     return DistilledHeadStudent(model, kwargs["num_classes"])
 
 
-def count_macs(model: nn.Module, img_size: int) -> int:
-    """Multiply-accumulates of one image's forward at inference (torch's FLOP counter / 2)."""
-    from torch.utils.flop_counter import FlopCounterMode
+def count_macs(model: nn.Module, example: int | torch.Tensor) -> int:
+    """Multiply-accumulates of one forward at inference: edgevit's one MAC count (distill and prune
+    summaries, the prune engine's ratio, reports). torch's FLOP counter / 2, with the CPU kernel of
+    scaled_dot_product_attention counted too (torch counts only its CUDA kernels: DeiT-Ti/224 would
+    read 1.08 G instead of 1.26 G). `example`: an input tensor, or an image size for one square image."""
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+    def cpu_sdpa(query_shape: Any, key_shape: Any, value_shape: Any, *_args: Any, **_kw: Any) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    device = next(model.parameters()).device
+    x = torch.zeros(1, 3, example, example, device=device) if isinstance(example, int) else example.to(device)
     was = model.training
     model.eval()
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(
+        display=False, custom_mapping={torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_sdpa}
+    )
     with counter, torch.inference_mode():
-        model(torch.zeros(1, 3, img_size, img_size, device=next(model.parameters()).device))
+        model(x)
     model.train(was)
     return counter.get_total_flops() // 2

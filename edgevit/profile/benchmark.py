@@ -7,28 +7,33 @@ the PyTorch FP32 baseline, interleaved in rounds (as benchmarks/latency.py does:
 one-after-another timing charges each runtime with whatever load ran during its turn). Artifacts for
 a remote device are timed there over SSH; the rest say why they were not timed. Each row gets load
 time (open + first inference) and peak memory where the runtime runs here, and each target's pick:
-the fastest row within `max_drop` top-1 points of PyTorch FP32 (edgevit/profile/choose.py), with the
+the fastest row within `max_drop` top-1 points of PyTorch FP32 (edgevit/choose.py), with the
 reason every other row lost. Writes runs/<run>/benchmark/benchmark.{csv,json} and ledger rows.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from edgevit.choose import pick
 from edgevit.errors import EdgevitError
+from edgevit.export.pipeline import InputsCache, check_calibration
+from edgevit.export.targets import TargetExport, export_targets, resolve_targets
 from edgevit.files import atomic_path, write_json
-from edgevit.profile.choose import pick
-from edgevit.profile.runners import ProfileResult, device_description, input_description, make_input
+from edgevit.profile.runners import ProfileResult, device_description, input_description
+from edgevit.profile.side_by_side import check_rounds, time_artifacts
 from edgevit.profile.stage import BASELINE, Device, Timing, artifact_dir, profile_artifact_on, record, resolve_run
-from edgevit.profile.stats import PeakMemory, interleaved, machine_load, summarize
+from edgevit.profile.stats import machine_load
 
 BENCH_DIR = "benchmark"
 ROUNDS = 10
+logger = logging.getLogger("edgevit.profile")
 
 
 @dataclass
@@ -59,19 +64,8 @@ class BenchmarkResult:
     detail: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
-def _targets(spec: str | list[str]) -> list[Any]:
-    from edgevit.config import Target, list_targets, load_target
-
-    if spec == "all":
-        found = [t for _, _, t in list_targets() if isinstance(t, Target)]
-        if not found:
-            raise EdgevitError("no valid targets found (targets/*.yaml)")
-        return found
-    names = spec.split(",") if isinstance(spec, str) else spec
-    return [load_target(n.strip()) for n in names if n.strip()]
-
-
 def _precisions(target: Any, spec: str | list[str]) -> list[str]:
+    """The precisions of `spec` this target offers ('all': every one); the others are skipped here."""
     if spec == "all":
         return list(target.precisions)
     wanted = [p.strip() for p in (spec.split(",") if isinstance(spec, str) else spec) if p.strip()]
@@ -87,83 +81,29 @@ def _size_mb(folder: Path) -> float | None:
         return None
 
 
-def _export_rows(
-    run_dir: Path, jobs: list[tuple[Any, str]], calibration: int | None, reuse: bool, log: Callable[[str], None]
-) -> tuple[list[Row], float | None]:
-    """One row per job with its export's verification; the student and images are loaded once."""
-    import json
-
-    from edgevit.export.pipeline import InputsCache, export_run
-
-    inputs, rows, torch_top1 = InputsCache(), [], None
-    for target, precision in jobs:
-        row = Row(target.name, target.format, precision)
-        folder = artifact_dir(run_dir, target.name, precision)
-        try:
-            if reuse and (folder / "manifest.json").is_file():
-                check, row.note = (
-                    json.loads((folder / "manifest.json").read_text()).get("verification") or {},
-                    "reused export",
-                )
-            else:
-                check = export_run(
-                    run_dir, target, precision, calibration=calibration, inputs=inputs
-                ).verification.to_dict()
-        except EdgevitError as exc:
-            row.note = f"export failed: {exc}"
-            log(f"{target.name} {precision}: {row.note}")
-            rows.append(row)
-            continue
-        row.size_mb, row.top1, row.agreement = _size_mb(folder), check.get("top1"), check.get("agreement")
-        torch_top1 = check.get("torch_top1", torch_top1)
-        if not check.get("verified") and check.get("note"):
-            row.note = "; ".join(filter(None, [row.note, check["note"]]))
-        rows.append(row)
-    return rows, torch_top1
+def _row(job: TargetExport, log: Callable[[str], None]) -> Row:
+    """A table row from one export job: its size and verification, or why the export failed."""
+    row = Row(job.target.name, job.target.format, job.precision, note="reused export" if job.reused else "")
+    if job.error is not None:
+        row.note = f"export failed: {job.error}"
+        log(f"{row.target} {row.precision}: {row.note}")
+        return row
+    check = job.verification
+    row.size_mb, row.top1, row.agreement = _size_mb(job.folder), check.get("top1"), check.get("agreement")
+    if not check.get("verified") and check.get("note"):
+        row.note = "; ".join(filter(None, [row.note, check["note"]]))
+    return row
 
 
-def _local(row: Row, target: Any) -> bool:
-    from edgevit.runtimes import runtime_available
+def _runs_here(row: Row, folder: Path) -> bool:
+    """Timed here by its own runtime (not by a device tool such as trtexec), and that runtime is installed."""
+    from edgevit import formats
+    from edgevit.profile.runners import load_artifact
+    from edgevit.runtimes import runs_here
 
-    return row.format != "tensorrt" and runtime_available(row.format)[0] and not row.note.startswith("export failed")
-
-
-def _open_local(run_dir: Path, rows: list[Row], targets: dict[str, Any], timing: Timing) -> dict[str, Any]:
-    """Open the baseline and every locally runnable artifact; load time and peak memory of each."""
-    from edgevit.models.checkpoint import STUDENT_FILE, load_student
-    from edgevit.profile.runners import load_artifact, torch_predictor
-    from edgevit.runtimes import import_runtime, open_predictor
-
-    model, meta = load_student(run_dir / STUDENT_FILE)
-    size = int(meta.get("img_size") or 224)
-    x = make_input([1, 3, size, size], timing.batch or 1)
-    opened: dict[str, Any] = {}
-    for key, row, opener in [(BASELINE, None, lambda: torch_predictor(model, timing.threads))] + [
-        (
-            f"{r.target}/{r.precision}",
-            r,
-            lambda r=r: open_predictor(
-                load_artifact(artifact_dir(run_dir, r.target, r.precision)), threads=timing.threads
-            ),
-        )
-        for r in rows
-        if _local(r, targets[r.target])
-    ]:
-        if row is not None:
-            import_runtime(row.format)  # load time is the model's, not Python's first import of the runtime
-        with PeakMemory() as mem:
-            t0 = time.perf_counter()
-            fn = opener()
-            fn(x)
-            load_ms = (time.perf_counter() - t0) * 1000
-        opened[key] = {
-            "fn": fn,
-            "row": row,
-            "load_ms": load_ms,
-            "peak_mem_mb": mem.peak_mb,
-            "runtime": getattr(fn, "runtime", "pytorch eager"),
-        }
-    return {"x": x, "opened": opened}
+    if row.note.startswith("export failed") or formats.get(row.format).timer != "runtime":
+        return False
+    return runs_here(load_artifact(folder))[0]
 
 
 def benchmark(
@@ -179,22 +119,33 @@ def benchmark(
     reuse_exports: bool = False,
     rounds: int = ROUNDS,
     detail: bool = False,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> BenchmarkResult:
     """Every row of the table with each target's pick, and the session's context (baseline, threads, load)."""
     timing = timing or Timing(threads=os.cpu_count() or 1)
     device = device or Device()
     pick([], max_drop, min_accuracy)  # bad --max-drop / --min-accuracy fail before any work
-    from edgevit.export.pipeline import check_calibration
-
     check_calibration(calibration)
     run_dir = resolve_run(run)
-    tlist = _targets(targets)
+    log = log or logger.info
+    check_rounds(rounds)
+    tlist = resolve_targets(targets)
+    inputs, rows, torch_top1, folders = InputsCache(), [], None, {}
+    for target in tlist:
+        for job in export_targets(
+            run_dir,
+            [target],
+            _precisions(target, precisions),
+            calibration=calibration,
+            reuse=reuse_exports,
+            inputs=inputs,
+        ):
+            rows.append(_row(job, log))
+            folders[f"{target.name}/{job.precision}"] = job.folder
+            torch_top1 = job.verification.get("torch_top1", torch_top1)
     by_name = {t.name: t for t in tlist}
-    jobs = [(t, p) for t in tlist for p in _precisions(t, precisions)]
-    rows, torch_top1 = _export_rows(run_dir, jobs, calibration, reuse_exports, log)
     base = Row(BASELINE, "pytorch", "fp32", top1=torch_top1, agreement=100.0, speedup=1.0)
-    timed = _time_local(run_dir, [base] + rows, by_name, timing, rounds, log) if device.local else {}
+    timed = _time_local(run_dir, base, rows, folders, timing, rounds, log) if device.local else {}
     for row in rows:
         key = f"{row.target}/{row.precision}"
         if not row.note.startswith("export failed") and key not in timed:
@@ -238,47 +189,29 @@ def benchmark(
 
 
 def _time_local(
-    run_dir: Path, rows: list[Row], targets: dict[str, Any], timing: Timing, rounds: int, log: Callable[[str], None]
+    run_dir: Path,
+    base: Row,
+    rows: list[Row],
+    folders: dict[str, Path],
+    timing: Timing,
+    rounds: int,
+    log: Callable[[str], None],
 ) -> dict[str, tuple[ProfileResult, Path | None]]:
-    """Interleaved timing of the baseline and every artifact that runs here: key -> (result, its folder)."""
-    session = _open_local(run_dir, rows[1:], targets, timing)
-    opened = session["opened"]
-    calls = max(1, -(-timing.iterations // rounds))
-    wall, _ = interleaved({k: v["fn"] for k, v in opened.items()}, session["x"], rounds, calls, timing.warmup)
+    """The baseline and every artifact that runs here, timed side by side: key -> (result, its folder)."""
+    by_key = {f"{r.target}/{r.precision}": r for r in rows}
+    here = {k: folders[k] for k, r in by_key.items() if _runs_here(r, folders[k])}
+    results = time_artifacts(here, timing, rounds, baseline=run_dir)
     timed: dict[str, tuple[ProfileResult, Path | None]] = {}
-    for key, o in opened.items():
-        row = o["row"] or rows[0]
-        stats = summarize(wall[key], batch=timing.batch or 1, warmup=timing.warmup)
+    for key, result in results.items():
+        row = base if key == BASELINE else by_key[key]
         row.median_ms, row.p90_ms, row.load_ms, row.peak_mem_mb = (
-            stats.median_ms,
-            stats.p90_ms,
-            o["load_ms"],
-            o["peak_mem_mb"],
+            result.stats.median_ms,
+            result.stats.p90_ms,
+            result.load_ms,
+            result.peak_mem_mb,
         )
-        row.runtime, row.device = o["runtime"], device_description()
-        result = ProfileResult(
-            runtime=row.runtime,
-            format=row.format,
-            precision=row.precision,
-            device=row.device,
-            threads=timing.threads,
-            batch=timing.batch or 1,
-            input_shape=list(session["x"].shape),
-            stats=stats,
-            peak_mem_mb=o["peak_mem_mb"],
-            extra={
-                "input": input_description(list(session["x"].shape)),
-                "load": machine_load(),
-                "interleaved_rounds": rounds,
-                **(
-                    {"artifact": str(artifact_dir(run_dir, row.target, row.precision))}
-                    if row.target != BASELINE
-                    else {}
-                ),
-            },
-        )
-        result.load_ms = o["load_ms"]
-        timed[key] = (result, artifact_dir(run_dir, row.target, row.precision) if row.target != BASELINE else None)
+        row.runtime, row.device = result.runtime, result.device
+        timed[key] = (result, here.get(key))
         log(f"{row.target} {row.precision}: {result.summary_line()}")
     return timed
 

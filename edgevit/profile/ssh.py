@@ -86,7 +86,7 @@ def _classify(stderr: str, device: SshDevice, known_hosts: str | None) -> str | 
     if "Permission denied" in stderr:
         return (
             f"{device} refused the login: key authentication failed for user "
-            f"'{device.user or 'default'}' (pass --identity, or add your public key on the device)"
+            f"'{device.user or 'default'}' (give an identity file, or add your public key on the device)"
         )
     return None
 
@@ -249,7 +249,7 @@ class SshRunner:
         out = proc.stdout.decode(errors="replace").strip().splitlines()
         err = proc.stderr.decode(errors="replace").strip().splitlines()
         if proc.returncode == 127 or (not out and any("not found" in e for e in err)):
-            raise EdgevitError(f"{self.device} has no '{self.python}' (pass --remote-python PATH)")
+            raise EdgevitError(f"{self.device} has no '{self.python}' (set remote_python to its path)", "remote_python")
         try:
             reply = json.loads(out[-1])
         except (IndexError, json.JSONDecodeError):
@@ -275,7 +275,8 @@ class SshRunner:
                 return proc.stdout.decode().strip().splitlines()[0]
         raise EdgevitError(
             f"{self.device} has no trtexec (looked for {', '.join(candidates)}): "
-            "install TensorRT (JetPack) or pass --remote-tool PATH"
+            "install TensorRT (JetPack) or set remote_tool to its path",
+            "remote_tool",
         )
 
     def profile_trtexec(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgevit import formats
 from edgevit.errors import EdgevitError
 from edgevit.files import write_json
 from edgevit.paths import resolve_run
@@ -80,7 +81,9 @@ def _device_for(device: Device, target: Any) -> Device:
     if not device.local or dev.kind != "ssh":
         return device
     if not dev.host:
-        raise EdgevitError(f"target {target.name} says device kind ssh but has no host: pass --device ssh://user@host")
+        raise EdgevitError(
+            f"target {target.name} says device kind ssh but has no host: give device ssh://user@host", "device"
+        )
     url = f"ssh://{dev.user + '@' if dev.user else ''}{dev.host}:{dev.port}"
     return Device(**{**vars(device), "url": url})
 
@@ -128,7 +131,7 @@ def _profile_baseline(run_dir: Path, device: Device, timing: Timing) -> ProfileR
     from edgevit.profile import runners
 
     if not device.local:
-        raise EdgevitError("the PyTorch baseline is profiled here only (drop --device)")
+        raise EdgevitError("the PyTorch baseline is profiled here only (leave device local)", "device")
     return runners.profile_student(
         run_dir / STUDENT_FILE,
         batch=timing.batch or 1,
@@ -145,8 +148,9 @@ def profile_artifact_on(
     from edgevit.profile import runners
 
     kw = dict(threads=timing.threads, iterations=timing.iterations, warmup=timing.warmup)
+    on_device = formats.get(target.format).timer == "trtexec"  # an engine built and timed by trtexec
     if device.local:
-        if target.format == "tensorrt":
+        if on_device:
             return _local_trtexec(folder, folder.name.split("-")[0], device, timing)
         return runners.profile_artifact(folder, batch=timing.batch, options=options, **kw)
     from edgevit.profile.ssh import SshRunner
@@ -161,7 +165,7 @@ def profile_artifact_on(
         workdir=target.device.workdir,
         python=_remote_python(device, target),
     )
-    if target.format == "tensorrt":
+    if on_device:
         tool = device.remote_tool or (target.device.tool if "trtexec" in (target.device.tool or "") else None)
         return ssh.profile_trtexec(
             folder,
@@ -189,7 +193,8 @@ def _local_trtexec(folder: Path, precision: str, device: Device, timing: Timing)
     if not tool:
         raise EdgevitError(
             "the tensorrt runtime is not available here (no trtexec): TensorRT engines are built and "
-            "timed on the device, pass --device ssh://user@jetson"
+            "timed on the device, give device ssh://user@jetson",
+            "device",
         )
     art = load_artifact(folder)
     argv = artifact_command(art.manifest, tool, timing.iterations)

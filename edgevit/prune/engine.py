@@ -37,6 +37,7 @@ from torch import nn
 
 from edgevit.errors import EdgevitError
 from edgevit.models.prunable import PvtAttention
+from edgevit.models.students import count_macs
 from edgevit.vocab import IMPORTANCES, PRUNE_ATTENTION, PRUNE_BY, Importance
 
 MIN_KEEP = 0.1  # under global ranking no layer keeps fewer than this share of its channels
@@ -326,13 +327,8 @@ def _copy_with_grads(model: nn.Module) -> nn.Module:
 
 
 def count(model: nn.Module, example: torch.Tensor) -> tuple[float, int]:
-    """MACs and parameters as Torch-Pruning counts them (eval mode, one image)."""
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        macs, params = tp.utils.count_ops_and_params(model, example)
-    model.train(was)
-    return float(macs), int(params)
+    """MACs (edgevit's one counter, `count_macs`) and parameters of the model on `example`."""
+    return float(count_macs(model, example)), sum(p.numel() for p in model.parameters())
 
 
 # ------------------------------------------------------------------------------------ entry point
@@ -370,7 +366,8 @@ def prune_model(
     if value > target * 1.001:
         raise EdgevitError(
             f"cannot prune this {fam} student to {keep:.0%} of its {by} "
-            f"(at most {value / base:.0%} is reachable); ask for a smaller --ratio"
+            f"(at most {value / base:.0%} is reachable); ask for a smaller ratio",
+            "ratio",
         )
     best_s = hi
     for _ in range(9):  # bisection on the channel ratio: ~0.002 resolution
@@ -398,4 +395,4 @@ def _check_result(model: nn.Module) -> None:
     for name, m in model.named_modules():
         widths = [getattr(m, k, 1) for k in ("in_features", "out_features", "in_channels", "out_channels")]
         if min(widths) < 1 or getattr(m, "num_heads", 1) < 1:
-            raise EdgevitError(f"pruning emptied {name}; ask for a smaller --ratio")
+            raise EdgevitError(f"pruning emptied {name}; ask for a smaller ratio", "ratio")

@@ -212,13 +212,14 @@ def prune(
     if recover_epochs and recover_teacher == "teacher" and (parent is None or parent.distill.type == "none"):
         raise EdgevitError(
             f"run {parent_dir.name} has no teacher to recover from (no recipe.yaml, or trained "
-            f"without distillation): use --recover-teacher student or none"
+            f"without distillation): use recover_teacher student or none",
+            "recover_teacher",
         )
     recipe = _recovery_recipe(parent, meta, cfg, seed)
     run_dir = Path(out) if out else numbered_run_dir(parent_dir.parent, f"{parent_dir.name}-prune{round(ratio * 100)}")
     check_run_name(run_dir.name)
     if (run_dir / STUDENT_FILE).exists() or (run_dir / "recipe.yaml").exists():
-        raise EdgevitError(f"{run_dir} already holds a run; pass another --out")
+        raise EdgevitError(f"{run_dir} already holds a run; give another out", "out")
     run_dir.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(run_dir.parent)
     with ledger.recording(

@@ -17,60 +17,50 @@ holds the artifact to `max_drop`.
 
 from __future__ import annotations
 
-import contextlib
-import sys
+import logging
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+from edgevit import formats
 from edgevit.errors import EdgevitError
 from edgevit.vocab import QUANT_METHODS
 
+logger = logging.getLogger("edgevit.quantize")
+
 METHODS = QUANT_METHODS
 MAX_DROP_RANGE = (0.0, 100.0)
-# format -> methods it can do (INT8 is static there); Core ML's INT8 is weight-only compression.
-SUPPORTED: dict[str, tuple[str, ...]] = {
-    "onnx": METHODS,
-    "openvino": METHODS,
-    "tflite": METHODS,
-    "tensorrt": METHODS,
-    "coreml": (),
-}
-TOOLS = {  # what each (format, method) runs, for the manifest's tool versions
-    "onnx": ("onnx", "onnxruntime", "nncf", "neural-compressor", "torchao"),
-    "openvino": ("openvino", "nncf", "torchao"),
-    "tflite": ("litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torchao"),
-    "tensorrt": ("onnx", "onnxruntime", "polygraphy", "nvidia-modelopt", "torchao"),
-}
-
-
-TUNERS = {"nncf": ("onnx", "openvino"), "inc": ("onnx",), "ai-edge-quantizer": ("tflite",), "modelopt": ("tensorrt",)}
-DEFAULT_TUNER = {"onnx": "nncf", "openvino": "nncf", "tflite": "ai-edge-quantizer", "tensorrt": "modelopt"}
 
 
 def check_request(fmt: str, target_name: str, method: str, max_drop: float, tool: str | None = None) -> None:
-    """Bad input -> one line naming the problem and the fix."""
+    """Bad input -> one line naming the problem (by parameter name) and the fix."""
     if method not in METHODS:
-        raise EdgevitError(f"unknown quantization method '{method}' (choose {', '.join(METHODS)})")
+        raise EdgevitError(f"unknown quantization method '{method}' (choose {', '.join(METHODS)})", "method")
     lo, hi = MAX_DROP_RANGE
     if not (lo <= max_drop < hi) or max_drop != max_drop:
-        raise EdgevitError(f"--max-drop {max_drop} is out of range: give top-1 points in [{lo:g}, {hi:g}), e.g. 0.5")
-    if method not in SUPPORTED.get(fmt, ()):
-        able = sorted({t for t, ms in SUPPORTED.items() if method in ms})
-        if fmt == "coreml":
+        raise EdgevitError(
+            f"max_drop {max_drop} is out of range: give top-1 points in [{lo:g}, {hi:g}), e.g. 0.5", "max_drop"
+        )
+    spec = formats.get(fmt)
+    if method not in spec.quant_methods:
+        able = ", ".join(sorted(f.name for f in formats.FORMATS.values() if method in f.quant_methods))
+        if spec.no_quantization:
             raise EdgevitError(
-                f"target {target_name} ({fmt}) has weight-only INT8 (no activation quantization to tune "
-                f"or train): --method {method} works for {', '.join(able)} targets"
+                f"target {target_name} ({fmt}) {spec.no_quantization}: method {method} works for {able} targets",
+                "method",
             )
         raise EdgevitError(
-            f"target {target_name} ({fmt}) cannot do --method {method} (formats that can: {', '.join(able)})"
+            f"target {target_name} ({fmt}) cannot do method {method} (formats that can: {able})", "method"
         )
     if tool is not None:
         if method != "tune":
-            raise EdgevitError(f"--tool chooses the tuner of --method tune (asked with --method {method})")
-        if fmt not in TUNERS.get(tool, ()):
-            able = ", ".join(t for t, fmts in TUNERS.items() if fmt in fmts)
-            raise EdgevitError(f"--tool {tool} cannot tune target {target_name} ({fmt}); its tuners: {able}")
+            raise EdgevitError(
+                f"method {method} takes no tool (tool chooses the tuner of method tune)", ("method", "tool")
+            )
+        if tool not in spec.tuners:
+            raise EdgevitError(
+                f"tool {tool} cannot tune target {target_name} ({fmt}); its tuners: {', '.join(spec.tuners)}", "tool"
+            )
 
 
 def quantize(
@@ -99,15 +89,15 @@ def quantize(
     from edgevit.config import Target, load_target
     from edgevit.export.pipeline import prepare_export, run_converter, write_export
 
-    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    log = log or logger.info
     tgt = target if isinstance(target, Target) else load_target(target)
     check_request(tgt.format, tgt.name, method, float(max_drop), tool)
     if "int8" not in tgt.precisions:
         raise EdgevitError(f"target {tgt.name} offers no int8 (precisions: {', '.join(tgt.precisions)})")
     if teacher not in ("student", "run"):
-        raise EdgevitError(f"--teacher must be 'student' or 'run' (got {teacher!r})")
+        raise EdgevitError(f"teacher must be 'student' or 'run' (got {teacher!r})", "teacher")
     if method == "qat" and (epochs < 1 or (steps is not None and steps < 1)):
-        raise EdgevitError(f"--epochs and --steps must be >= 1 (got {epochs}, {steps})")
+        raise EdgevitError(f"epochs and steps must be >= 1 (got {epochs}, {steps})", ("epochs", "steps"))
     scheme = "static" if tgt.quantization.scheme != "static" else None  # INT8 here means calibrated activations
     inp = prepare_export(run, tgt, "int8", calibration, scheme=scheme, verify_images=verify_images)
     if method != "ptq":
@@ -129,13 +119,16 @@ def quantize(
                     art, record = _tuned(method, inp, out, float(max_drop), epochs, steps, lr, teacher, tool, log)
                 except ModuleNotFoundError as exc:
                     raise EdgevitError(
-                        f"--method {method} for {inp.target.name} needs the package '{exc.name}': "
-                        "pip install -e '.[quantize]'"
+                        f"method {method} for {inp.target.name} needs the package '{exc.name}': "
+                        "pip install -e '.[quantize]'",
+                        "method",
                     ) from None
                 return art
 
             record = {}
-            art, seconds = run_converter(inp.target.format, f"int8 {method}", convert, TOOLS[inp.target.format], out)
+            art, seconds = run_converter(
+                inp.target.format, f"int8 {method}", convert, formats.get(inp.target.format).quant_tools, out
+            )
         art.manifest["quantization"] = {
             **(art.manifest.get("quantization") or {}),
             **record,
@@ -171,42 +164,29 @@ def _tuned(
         inp.target.format,
         (inp.model, inp.sample, inp.target, inp.calibration, inp.val_x, inp.val_y, inp.reference, max_drop, out),
     )
-    with contextlib.redirect_stdout(sys.stderr):
-        if method == "tune":
-            if fmt == "openvino":
-                from edgevit.quantize.nncf_tune import tune_openvino as tune
-            elif fmt == "onnx" and tool == "inc":
-                from edgevit.quantize.inc_tune import tune_onnx as tune
-            elif fmt == "onnx":
-                from edgevit.quantize.nncf_tune import tune_onnx as tune
-            elif fmt == "tflite":
-                from edgevit.quantize.tflite import tune as tflite_tune
+    spec = formats.get(fmt)
+    if method == "tune":
+        return spec.tuners[tool or spec.default_tuner](*args, log=log)
+    from edgevit.quantize.qat import run as qat_run
 
-                art, result = tflite_tune(*args, log=log)
-                return art, art.manifest["quantization"]
-            else:
-                from edgevit.quantize.tensorrt import tune
-            return tune(*args, log=log)
-        from edgevit.quantize.qat import run as qat_run
-
-        train_set = _train_split(inp)
-        return qat_run(
-            inp.model,
-            _teacher(inp, teacher, log),
-            inp.sample,
-            inp.target,
-            train_set,
-            inp.calibration,
-            inp.val_x,
-            inp.val_y,
-            inp.reference,
-            max_drop,
-            out,
-            epochs=epochs,
-            steps=steps,
-            lr=lr,
-            log=log,
-        )
+    train_set = _train_split(inp)
+    return qat_run(
+        inp.model,
+        _teacher(inp, teacher, log),
+        inp.sample,
+        inp.target,
+        train_set,
+        inp.calibration,
+        inp.val_x,
+        inp.val_y,
+        inp.reference,
+        max_drop,
+        out,
+        epochs=epochs,
+        steps=steps,
+        lr=lr,
+        log=log,
+    )
 
 
 def _train_split(inp: Any) -> Any:
@@ -240,8 +220,9 @@ def _teacher(inp: Any, teacher: str, log: Callable[[str], None]) -> Any:
     )
     if len(found) != 1 or len(names) != 1 or names[0] == "self":
         raise EdgevitError(
-            f"--teacher run needs a run with one saved timm teacher (teachers/*.pt and recipe.yaml); "
-            f"{inp.run_dir.name} has {len(found)} file(s) for {names or 'no teacher'}: use --teacher student"
+            f"teacher 'run' needs a run with one saved timm teacher (teachers/*.pt and recipe.yaml); "
+            f"{inp.run_dir.name} has {len(found)} file(s) for {names or 'no teacher'}: use teacher 'student'",
+            "teacher",
         )
     model = timm.create_model(names[0], pretrained=False, num_classes=len(inp.meta["class_names"]))
     model.load_state_dict(torch.load(found[0], map_location="cpu", weights_only=True))
@@ -251,6 +232,4 @@ def _teacher(inp: Any, teacher: str, log: Callable[[str], None]) -> Any:
 
 def ptq_float_layers(art: Any) -> list[str]:
     """Compute layers a one-shot PTQ artifact leaves in float, in the format's own naming."""
-    from edgevit.quantize.qat import float_layers
-
-    return float_layers(art)
+    return formats.get(art.format).float_layers(art)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edgevit import formats
 from edgevit.artifact import Artifact
 from edgevit.config import Target
 from edgevit.errors import EdgevitError
@@ -212,97 +213,13 @@ def to_onnx_qdq(converted: torch.fx.GraphModule, sample: torch.Tensor, path: Pat
     return model
 
 
-def export(
-    qmodel: torch.fx.GraphModule,
-    quantizer: Any,
-    sample: torch.Tensor,
-    target: Target,
-    out_dir: Path,
-    val_x: np.ndarray,
-    val_y: np.ndarray,
-    reference: np.ndarray,
-    max_drop: float,
-) -> Artifact:
-    """The trained fake-quant graph in the target's own INT8 format."""
+def convert(qmodel: torch.fx.GraphModule, fold_quantize: bool = True) -> torch.fx.GraphModule:
+    """The trained fake-quant graph in eval mode, converted to quantize/dequantize ops (PT2E)."""
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     move_exported_model_to_eval(qmodel)
-    fmt = target.format
-    converted = convert_pt2e(qmodel, fold_quantize=fmt != "tflite")
-    if fmt == "tflite":
-        from litert_torch.quantize.quant_config import QuantConfig
-
-        from edgevit.export.tflite import MODEL_FILE, _io_quantization, convert
-
-        flat = convert(converted, sample, quant_config=QuantConfig(pt2e_quantizer=quantizer))
-        (out_dir / MODEL_FILE).write_bytes(flat)
-        quant = {"scheme": "static", "tool": "litert-torch PT2E (QAT)", "full_integer": False}
-        return Artifact(
-            "tflite",
-            "int8",
-            out_dir,
-            [MODEL_FILE],
-            list(sample.shape),
-            {"quantization": quant, "runtime": {}, **_io_quantization(out_dir / MODEL_FILE)},
-        )
-    opset = max(target.opset, 18)  # the dynamo exporter's floor
-    if fmt == "onnx":
-        from edgevit.export.onnx import INPUT, MODEL_FILE, OUTPUT
-
-        model = to_onnx_qdq(converted, sample, out_dir / MODEL_FILE, opset)
-        quant = {
-            "scheme": "static",
-            "format": "QDQ",
-            "tool": "torchao PT2E QAT + torch.onnx (dynamo)",
-            "per_channel": True,
-        }
-        return Artifact(
-            "onnx",
-            "int8",
-            out_dir,
-            [MODEL_FILE],
-            list(sample.shape),
-            {
-                "opset": int(model.opset_import[0].version),
-                "dynamic_batch": False,
-                "input_name": INPUT,
-                "output_name": OUTPUT,
-                "quantization": quant,
-                "runtime": {
-                    k: v for k, v in target.runtime.items() if k in ("graph_optimization_level", "execution_provider")
-                },
-            },
-        )
-    if fmt == "tensorrt":
-        from edgevit.export import tensorrt as trt_export
-
-        to_onnx_qdq(converted, sample, out_dir / trt_export.MODEL_FILE, opset)
-        quant = {
-            "scheme": "static",
-            "tool": "torchao PT2E QAT + torch.onnx (dynamo)",
-            "format": "QDQ (TensorRT explicit quantization, symmetric)",
-        }
-        return trt_export.package(out_dir / trt_export.MODEL_FILE, out_dir, sample, target, "int8", quant)
-    if fmt == "openvino":
-        import openvino as ov
-
-        from edgevit.export import openvino as ov_export
-        from edgevit.quantize.nncf_tune import _choose_hint
-
-        qdq = to_onnx_qdq(converted, sample, out_dir / "qdq.onnx", opset)
-        del qdq
-        ov_model = ov.convert_model(str(out_dir / "qdq.onnx"))
-        (out_dir / "qdq.onnx").unlink()
-        ov_model.inputs[0].get_tensor().set_names({"input"})
-        ov_model.outputs[0].get_tensor().set_names({"logits"})
-        quant = {"scheme": "static", "tool": "torchao PT2E QAT + torch.onnx (dynamo) + openvino.convert_model"}
-        art = ov_export.save(ov_model, out_dir, sample, target, "int8", quant, hint="f32")
-        hint, checks = _choose_hint(art, val_x, val_y, reference, max_drop)
-        art.manifest["runtime"]["INFERENCE_PRECISION_HINT"] = hint
-        quant["hint_top1"] = checks
-        return art
-    raise EdgevitError(f"quantization-aware training has no exporter for the {fmt} format")
+    return convert_pt2e(qmodel, fold_quantize=fold_quantize)
 
 
 def run(
@@ -326,7 +243,10 @@ def run(
     log: Log = print,
 ) -> tuple[Artifact, dict[str, Any]]:
     """Prepare, distil, convert and export; returns the artifact and what its manifest records."""
-    quantizer = litert_quantizer() if target.format == "tflite" else linear_conv_quantizer()
+    spec = formats.get(target.format)
+    if spec.qat_export is None:
+        raise EdgevitError(f"quantization-aware training has no exporter for the {target.format} format", "target")
+    quantizer = spec.qat_quantizer()
     qmodel = prepare(model, sample, quantizer)
     frozen = copy.deepcopy(teacher if teacher is not None else model).eval()
     for p in frozen.parameters():
@@ -353,7 +273,7 @@ def run(
     with torch.no_grad():
         fake = np.concatenate([qmodel(torch.from_numpy(val_x[i : i + 256])).numpy() for i in range(0, len(val_x), 256)])
     log(f"  fake-quant PyTorch model: top-1 {top1(fake, val_y):.2f}% (FP32 {top1(reference, val_y):.2f}%)")
-    art = export(qmodel, quantizer, sample, target, out_dir, val_x, val_y, reference, max_drop)
+    art = spec.qat_export(qmodel, quantizer, sample, target, out_dir, val_x, val_y, reference, max_drop)
     record = {
         "epochs": epochs,
         "steps": rows[-1]["steps"] if rows else 0,
@@ -363,26 +283,7 @@ def run(
         "loss": f"(1-a) CE + a tau^2 KL, a={alpha:g}, tau=1",
         "history": rows,
         "fake_quant_top1": top1(fake, val_y),
-        "float_layers": float_layers(art),
+        "float_layers": spec.float_layers(art),
     }
     art.manifest["quantization"] = {**(art.manifest.get("quantization") or {}), **record}
     return art, art.manifest["quantization"]
-
-
-def float_layers(art: Artifact) -> list[str]:
-    """Compute layers an INT8 artifact leaves in float, in its format's naming."""
-    if art.format in ("onnx", "tensorrt"):
-        import onnx
-
-        from edgevit.quantize.nncf_tune import onnx_float_layers
-
-        return onnx_float_layers(onnx.load(str(art.model_path)))
-    if art.format == "openvino":
-        import openvino as ov
-
-        from edgevit.quantize.nncf_tune import ov_float_layers
-
-        return ov_float_layers(ov.Core().read_model(str(art.model_path)))
-    from edgevit.quantize.tflite import float_layers as tflite_float
-
-    return tflite_float(art.model_path.read_bytes())

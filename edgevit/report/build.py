@@ -148,14 +148,16 @@ def report(
 
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
-        raise EdgevitError(f"runs folder {runs_dir} does not exist: pass --runs DIR (the folder holding ledger.sqlite)")
+        raise EdgevitError(
+            f"runs folder {runs_dir} does not exist: give runs_dir, the folder holding ledger.sqlite", "runs_dir"
+        )
     source = notebook_source(notebook)
     read_ledger(runs_dir)  # a damaged ledger fails here in one line, not inside the kernel
     out = Path(out) if out is not None else _default_out(runs_dir, notebook)
     if out.suffix.lower() not in (".html", ".htm"):
-        raise EdgevitError(f"--out {out}: give a .html file name")
+        raise EdgevitError(f"out {out}: give a .html file name", "out")
     if budget_ms is not None and not budget_ms > 0:
-        raise EdgevitError(f"--budget-ms {budget_ms}: give a latency budget in milliseconds above 0")
+        raise EdgevitError(f"budget_ms {budget_ms}: give a latency budget in milliseconds above 0", "budget_ms")
     files = out.with_name(f"{out.stem}_files")
     title = f"edgevit {Path(notebook).stem.replace('_', ' ')}: {runs_dir.resolve().name}"
     with atomic_dir(files) as tmp:  # replaces an older report's files only when the notebook ran through

@@ -426,11 +426,12 @@ def pareto_table(pts: pd.DataFrame, target: str) -> pd.DataFrame:
 
 
 def best_under_budget(pts: pd.DataFrame, budget_ms: float) -> pd.DataFrame:
-    """Per target, the most accurate point whose median latency is within the budget (ties: the faster)."""
-    ok = pts[pts["median_ms"] <= budget_ms].sort_values(["top1_%", "median_ms"], ascending=[False, True])
-    return ok.drop_duplicates("target")[
-        ["target", "run", "format", "precision", "scheme", "method", "top1_%", "median_ms", "p90_ms"]
-    ].pipe(_drop_empty, keep=["target", "run", "top1_%"])
+    """Per target, the most accurate point whose median latency is within the budget (edgevit.choose's rule)."""
+    from edgevit.choose import most_accurate_within
+
+    cols = ["target", "run", "format", "precision", "scheme", "method", "top1_%", "median_ms", "p90_ms"]
+    chosen = most_accurate_within(pts.to_dict("records"), budget_ms, top1="top1_%")
+    return pd.DataFrame(chosen, columns=pts.columns)[cols].pipe(_drop_empty, keep=["target", "run", "top1_%"])
 
 
 # ------------------------------------------------------------------------------------ training curves

@@ -1,8 +1,11 @@
-"""Name each target's pick: the fastest timed artifact whose top-1 stays within the accuracy floor.
+"""The selection rules, in one pure module (no I/O, no runtimes), used by benchmark, report and compress.
 
-The floor is the PyTorch FP32 top-1 minus `max_drop` points (and at least `min_accuracy`, if
-given). Every row comes back with `pick` (bool) and `why` (one line), so a table can say not only
-what was chosen but why each other row was not. Pure: no I/O, no runtimes.
+- `pick`: per target, the fastest timed artifact whose top-1 stays within the accuracy floor: the
+  PyTorch FP32 top-1 minus `max_drop` points (and at least `min_accuracy`, if given). Every row comes
+  back with `pick` (bool) and `why` (one line), so a table can say not only what was chosen but why
+  each other row was not.
+- `most_accurate_within`: per target, the most accurate row whose median latency is within a latency
+  budget (ties: the faster) -- the question a user with a budget asks.
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ def pick(
     `pick` and `why` set. `baseline_top1` defaults to the top-1 of the row whose target or format is
     'pytorch'. `min_accuracy` is in % (a value <= 1 is read as a fraction, as --min-accuracy is)."""
     if not isinstance(max_drop, (int, float)) or math.isnan(max_drop) or not 0 <= max_drop <= 100:
-        raise EdgevitError(f"--max-drop must be between 0 and 100 top-1 points (got {max_drop})")
+        raise EdgevitError(f"max_drop must be between 0 and 100 top-1 points (got {max_drop})", "max_drop")
     if min_accuracy is not None:
         if math.isnan(min_accuracy) or not 0 <= min_accuracy <= 100:
-            raise EdgevitError(f"--min-accuracy must be between 0 and 100 (%) (got {min_accuracy})")
+            raise EdgevitError(f"min_accuracy must be between 0 and 100 (%) (got {min_accuracy})", "min_accuracy")
         min_accuracy = min_accuracy * 100 if min_accuracy <= 1 else min_accuracy
     out = [dict(asdict(r) if is_dataclass(r) else r) for r in rows]
     if baseline_top1 is None:
@@ -86,3 +89,23 @@ def _reject(r: Mapping[str, Any], floor: float | None, rule: str) -> str | None:
 def _pct(v: float) -> str:
     """83.40 -> '83.4', 83.35 -> '83.35': enough digits to see why two values differ."""
     return f"{v:.2f}".rstrip("0").rstrip(".")
+
+
+def most_accurate_within(rows: list[Mapping[str, Any]], budget_ms: float, *, top1: str = "top1") -> list[dict]:
+    """Per target (in first-seen order), the row with the highest `top1` among those whose `median_ms`
+    is within `budget_ms` (ties: the lower median); rows without both numbers cannot qualify."""
+    if not isinstance(budget_ms, (int, float)) or math.isnan(budget_ms) or budget_ms <= 0:
+        raise EdgevitError(f"budget_ms must be a latency in milliseconds above 0 (got {budget_ms})", "budget_ms")
+    best: dict[Any, Mapping[str, Any]] = {}
+    for row in rows:
+        acc, ms = row.get(top1), row.get("median_ms")
+        if not _number(acc) or not _number(ms) or ms > budget_ms:
+            continue
+        held = best.get(row["target"])
+        if held is None or (acc, -ms) > (held[top1], -held["median_ms"]):
+            best[row["target"]] = row
+    return [dict(r) for r in best.values()]
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
