@@ -18,6 +18,8 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from _machine import machine  # noqa: E402  (benchmarks/: the machine each result was measured on)
+
 from edgevit.config import apply_overrides, load_recipe  # noqa: E402
 from edgevit.distill.pipeline import distill  # noqa: E402
 
@@ -69,6 +71,7 @@ def main() -> None:
                 "val_top1_dist": s["val_top1_dist"],
                 "teachers": s["teachers"],
                 "seconds": time.perf_counter() - t0,
+                "machine": machine(),
             }
             out.write_text(json.dumps(results, indent=2))
     print(f"\n{'setting':<10} {'epochs':>6} {'seeds':>5} {'top-1 mean':>10} {'std':>6}  teachers")

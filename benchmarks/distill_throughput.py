@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import tempfile
@@ -22,6 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import timm  # noqa: E402
 import torch  # noqa: E402
+from _machine import write_json  # noqa: E402  (benchmarks/: the JSON with the machine it was measured on)
 
 from edgevit.distill.cache import TeacherCache  # noqa: E402
 from edgevit.distill.losses import DistillationLoss  # noqa: E402
@@ -103,8 +103,7 @@ def main() -> None:
             f"{r['speedup_vs_live']:>13.2f}x"
         )
     out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"threads": a.threads, "teacher": a.teacher, "rows": rows}, indent=2))
+    write_json(out, {"threads": a.threads, "teacher": a.teacher, "rows": rows})
     print(f"wrote {out}")
 
 

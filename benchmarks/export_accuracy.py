@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
+from _machine import write_json  # noqa: E402  (benchmarks/: the JSON with the machine it was measured on)
 
 from edgevit.config import load_target  # noqa: E402
 from edgevit.errors import EdgevitError  # noqa: E402
@@ -134,18 +134,7 @@ def main() -> int:
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
     print(markdown(rows))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(
-        json.dumps(
-            {
-                "machine": platform.processor() or platform.machine(),
-                "cpus": os.cpu_count(),
-                "steps": args.steps,
-                "rows": rows,
-            },
-            indent=2,
-        )
-    )
+    write_json(args.json, {"cpus": os.cpu_count(), "steps": args.steps, "rows": rows})
     print(f"wrote {args.json}", file=sys.stderr)
     return 0
 

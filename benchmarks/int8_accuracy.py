@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
+from _machine import write_json  # noqa: E402  (benchmarks/: the JSON with the machine it was measured on)
 
 from edgevit.errors import EdgevitError  # noqa: E402
 from edgevit.profile.stats import machine_load  # noqa: E402
@@ -247,7 +248,7 @@ def main() -> int:
             r["family"] == n["family"] and r["target"] == n["target"] and r["method"] == n["method"] for n in rows
         )
     ]
-    args.json.write_text(json.dumps({"cpus": os.cpu_count(), "rows": keep + rows}, indent=2))
+    write_json(args.json, {"cpus": os.cpu_count(), "rows": keep + rows})  # kept rows: an earlier session's
     print(f"wrote {args.json}", file=sys.stderr)
     return 0
 

@@ -20,7 +20,6 @@ benchmarks/results/latency.json) and prints the table plus the performance goals
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -35,6 +34,8 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _machine import write_json  # noqa: E402  (benchmarks/: the JSON with the machine it was measured on)
 
 from edgevit.profile.runners import device_description, input_description, make_input  # noqa: E402
 from edgevit.profile.stats import interleaved, machine_load, summarize  # noqa: E402
@@ -288,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             f"LiteRT median / ExecuTorch median = {c['ratio']:.2f} (> 1: ExecuTorch faster)"
         )
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(results, indent=2))
+    write_json(a.out, results)
     print(f"wrote {a.out}")
     return 0
 

@@ -19,7 +19,6 @@ the issue's goal (pruned DeiT-Ti/224 at OpenVINO's best precision >= 10x unprune
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -34,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _machine import write_json  # noqa: E402  (benchmarks/: the JSON with the machine it was measured on)
 from latency import Variant, build_model, export_variant, open_variant, photo_crops  # noqa: E402
 
 from edgevit.profile.runners import device_description, make_input  # noqa: E402
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             + ("met" if g["met"] else f"MISSED by {round((1 - g['ratio'] / g['target']) * 100, 1)}%")
         )
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(results, indent=2))
+    write_json(a.out, results)
     print(f"wrote {a.out}")
     return 0
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from _machine import machine  # noqa: E402  (benchmarks/: the machine each result was measured on)
+
 from edgevit.config import apply_overrides, load_recipe  # noqa: E402
 from edgevit.distill.pipeline import distill  # noqa: E402
 from edgevit.prune import prune  # noqa: E402
@@ -102,6 +104,7 @@ def main() -> None:
                 "recover_epochs": opts["recover_epochs"],
                 "wall_seconds": time.perf_counter() - t0,
                 "load": [load0, os.getloadavg()[0]],
+                "machine": machine(),
             }
             out.write_text(json.dumps(results, indent=2))
             print(

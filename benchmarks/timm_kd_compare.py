@@ -43,6 +43,8 @@ import sys
 import time
 from pathlib import Path
 
+from _machine import write_json  # benchmarks/: the JSON with the machine it was measured on
+
 STUDENT = "deit_tiny_distilled_patch16_224"
 AUG = {  # DeiT's defaults (timm/DeiT), or the quickstart recipe's light augmentation
     "deit": dict(
@@ -341,25 +343,22 @@ def main() -> None:
     print(f"median img/s: timm {med['timm']:.1f}, edgevit {med['edgevit']:.1f}; ratio edgevit/timm {ratio:.2f}")
     print(f"load average (1/5/15 min): {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "epochs": a.epochs,
-                "batch": a.batch,
-                "threads": a.threads,
-                "workers": a.workers,
-                "aug": a.aug,
-                "precision": a.precision,
-                "omp_wait_policy": a.omp_wait_policy,
-                "timm_train_py": source,
-                "median_img_s": med,
-                "ratio": ratio,
-                "loadavg": load,
-                "runs": results,
-            },
-            indent=2,
-        )
+    write_json(
+        out,
+        {
+            "epochs": a.epochs,
+            "batch": a.batch,
+            "threads": a.threads,
+            "workers": a.workers,
+            "aug": a.aug,
+            "precision": a.precision,
+            "omp_wait_policy": a.omp_wait_policy,
+            "timm_train_py": source,
+            "median_img_s": med,
+            "ratio": ratio,
+            "loadavg": load,
+            "runs": results,
+        },
     )
     print(f"wrote {out}")
 

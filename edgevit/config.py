@@ -27,11 +27,11 @@ class DataConfig(_Strict):
     spec: str = Field(
         "digits", description="digits | PATH (ImageFolder) | cifar10[:ROOT] | cifar100[:ROOT] | hf:NAME_OR_PATH"
     )
-    img_size: int = Field(32, ge=8, le=1024)
-    batch_size: int = Field(64, ge=1)
-    workers: int = Field(0, ge=0)
-    image_column: str | None = None
-    label_column: str | None = None
+    img_size: int = Field(32, ge=8, le=1024, description="training and evaluation image size in pixels (square)")
+    batch_size: int = Field(64, ge=1, description="training batch size (per process under torchrun)")
+    workers: int = Field(0, ge=0, description="data-loading worker processes; 0: load in the training process")
+    image_column: str | None = Field(None, description="hf: datasets: the image column (None: found by feature type)")
+    label_column: str | None = Field(None, description="hf: datasets: the label column (None: found by feature type)")
     labelled: float = Field(
         1.0,
         gt=0,
@@ -45,18 +45,26 @@ class DataConfig(_Strict):
 class AugConfig(_Strict):
     """DeiT-style augmentation; every field maps onto timm's create_transform / Mixup."""
 
-    auto_augment: str | None = "rand-m9-mstd0.5-inc1"
-    hflip: float = Field(0.5, ge=0, le=1)
-    scale: tuple[float, float] = (0.08, 1.0)
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    color_jitter: float = Field(0.3, ge=0)
-    reprob: float = Field(0.25, ge=0, le=1)
-    mixup: float = Field(0.8, ge=0)
-    cutmix: float = Field(1.0, ge=0)
-    mixup_prob: float = Field(1.0, ge=0, le=1)
-    mixup_switch_prob: float = Field(0.5, ge=0, le=1)
-    smoothing: float = Field(0.1, ge=0, lt=1)
-    crop_pct: float = Field(0.875, gt=0, le=1)
+    auto_augment: str | None = Field(
+        "rand-m9-mstd0.5-inc1", description="timm auto-augment policy, e.g. RandAugment rand-m9-mstd0.5-inc1; None: off"
+    )
+    hflip: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip")
+    scale: tuple[float, float] = Field(
+        (0.08, 1.0), description="random-resized-crop area range, as a share of the image"
+    )
+    ratio: tuple[float, float] = Field((3 / 4, 4 / 3), description="random-resized-crop aspect-ratio range")
+    color_jitter: float = Field(
+        0.3, ge=0, description="colour-jitter strength (timm; ignored when auto_augment is set)"
+    )
+    reprob: float = Field(0.25, ge=0, le=1, description="random-erasing probability")
+    mixup: float = Field(0.8, ge=0, description="Mixup alpha; 0: off")
+    cutmix: float = Field(1.0, ge=0, description="CutMix alpha; 0: off")
+    mixup_prob: float = Field(1.0, ge=0, le=1, description="probability that a batch gets Mixup or CutMix")
+    mixup_switch_prob: float = Field(
+        0.5, ge=0, le=1, description="probability of CutMix instead of Mixup when both are on"
+    )
+    smoothing: float = Field(0.1, ge=0, lt=1, description="label smoothing of the true labels")
+    crop_pct: float = Field(0.875, gt=0, le=1, description="evaluation centre-crop share of the resized image")
     repeated_aug: bool = Field(
         False,
         description="DeiT's repeated augmentation: each image 3 times per epoch, "
@@ -105,11 +113,15 @@ class TeacherConfig(_Strict):
 
 
 class StudentConfig(_Strict):
-    name: str = "deit_tiny_distilled_patch16_224"
+    name: str = Field(
+        "deit_tiny_distilled_patch16_224",
+        description="a timm model name; DeiT *_distilled_* models use their distillation token, others get a "
+        "second head on the pooled features",
+    )
     patch_size: int | None = Field(None, ge=1, description="None: follow the image size (4 at 32 px, 16 at 224 px)")
-    drop_path: float = Field(0.1, ge=0, lt=1)
+    drop_path: float = Field(0.1, ge=0, lt=1, description="stochastic-depth rate")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm.create_model arguments")
-    checkpoint: str | None = None
+    checkpoint: str | None = Field(None, description="initial student weights (a path); None: random init")
 
 
 class DistillConfig(_Strict):
@@ -131,24 +143,28 @@ class DistillConfig(_Strict):
 
 
 class OptimConfig(_Strict):
-    opt: str = "adamw"
+    opt: str = Field("adamw", description="a timm optimizer name (timm.optim.create_optimizer_v2)")
     lr: float = Field(5e-4, gt=0, description="at lr_base_batch; scaled linearly with the batch size")
-    lr_base_batch: int = Field(512, ge=1)
-    weight_decay: float = Field(0.05, ge=0)
-    momentum: float = 0.9
-    sched: str = "cosine"
-    warmup_epochs: int = Field(5, ge=0)
-    warmup_lr: float = Field(1e-6, ge=0)
-    min_lr: float = Field(1e-5, ge=0)
-    clip_grad: float | None = Field(None, gt=0)
+    lr_base_batch: int = Field(512, ge=1, description="the batch size lr is given for")
+    weight_decay: float = Field(0.05, ge=0, description="decoupled weight decay (norms and biases excluded)")
+    momentum: float = Field(0.9, description="momentum, for the optimizers that have one (sgd, ...)")
+    sched: str = Field(
+        "cosine", description="a timm scheduler name (timm.scheduler.create_scheduler_v2), stepped per step"
+    )
+    warmup_epochs: int = Field(5, ge=0, description="linear warm-up epochs from warmup_lr")
+    warmup_lr: float = Field(1e-6, ge=0, description="learning rate at the start of the warm-up")
+    min_lr: float = Field(1e-5, ge=0, description="learning rate at the end of the schedule")
+    clip_grad: float | None = Field(None, gt=0, description="gradient-norm clipping; None: off")
 
 
 class PruneConfig(_Strict):
     """`edgevit prune`: structured pruning of the distilled student, then recovery by distillation."""
 
     ratio: float = Field(0.5, gt=0, lt=1, description="share of the student's MACs (or params) to remove")
-    by: PruneBy = "macs"
-    importance: Importance = "taylor"
+    by: PruneBy = Field("macs", description="what ratio counts: MACs or parameters")
+    importance: Importance = Field(
+        "taylor", description="channel importance: |w * dL/dw| over 8 batches, L2 magnitude, or a Hessian estimate"
+    )
     isomorphic: bool = Field(False, description="rank channels globally within isomorphic groups (Torch-Pruning)")
     attention: PruneAttention = Field(
         "dims", description="what attention loses: head dims (the same in every head), whole heads, or both"
@@ -166,31 +182,37 @@ class PruneConfig(_Strict):
 
 
 class Recipe(_Strict):
-    name: str = "recipe"
-    description: str = ""
-    epochs: int = Field(300, ge=1)
-    seed: int = 0
+    name: str = Field("recipe", description="the recipe's name (a shipped recipe: its file name)")
+    description: str = Field("", description="one line, shown by `edgevit recipes`")
+    epochs: int = Field(300, ge=1, description="the student's training epochs")
+    seed: int = Field(0, description="seeds the weights, the data order and every augmentation")
     amp: Amp = Field(
         "auto", description="the student's autocast; auto: the fastest of fp32/bf16 in a short probe on this machine"
     )
-    channels_last: Literal["auto"] | bool = "auto"
+    channels_last: Literal["auto"] | bool = Field(
+        "auto", description="the student in channels_last memory format (convolutional models); auto: measured"
+    )
     fused_attn: Literal["auto"] | bool = Field(
         "auto", description="the student's attention: PyTorch's fused kernel (true) or explicit (false); auto: measured"
     )
-    data: DataConfig = Field(default_factory=DataConfig)
-    aug: AugConfig = Field(default_factory=AugConfig)
-    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
-    student: StudentConfig = Field(default_factory=StudentConfig)
-    distill: DistillConfig = Field(default_factory=DistillConfig)
-    optim: OptimConfig = Field(default_factory=OptimConfig)
+    data: DataConfig = Field(default_factory=DataConfig, description="the dataset and how it is loaded")
+    aug: AugConfig = Field(default_factory=AugConfig, description="training augmentation (timm)")
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="the teacher(s) and their fine-tune")
+    student: StudentConfig = Field(default_factory=StudentConfig, description="the student architecture")
+    distill: DistillConfig = Field(
+        default_factory=DistillConfig, description="the distillation loss and the teacher-logit cache"
+    )
+    optim: OptimConfig = Field(default_factory=OptimConfig, description="optimizer and learning-rate schedule")
     prune: PruneConfig | None = Field(None, description="prune the distilled student (edgevit prune)")
 
 
 # ----------------------------------------------------------------------------------------- targets
 class QuantConfig(_Strict):
-    scheme: Scheme = "static"
-    calibration_samples: int = Field(128, ge=1)
-    per_channel: bool = True
+    scheme: Scheme = Field(
+        "static", description="INT8 activations: static (calibrated), dynamic (per inference) or weight-only (none)"
+    )
+    calibration_samples: int = Field(128, ge=1, description="training images used to calibrate static INT8")
+    per_channel: bool = Field(True, description="per-channel weight scales (false: per tensor)")
     method: str | None = Field(None, description="calibration method, e.g. minmax | entropy | percentile")
     options: dict[str, Any] = Field(
         default_factory=dict, description="format-specific quantizer options (see each module in edgevit/export/)"
@@ -198,28 +220,34 @@ class QuantConfig(_Strict):
 
 
 class DeviceConfig(_Strict):
-    kind: Literal["local", "ssh"] = "local"
-    host: str | None = None
-    user: str | None = None
-    port: int = Field(22, ge=1, le=65535)
-    workdir: str = "/tmp"
+    kind: Literal["local", "ssh"] = Field(
+        "local", description="local: profile on this machine; ssh: on the device at host"
+    )
+    host: str | None = Field(None, description="the device's host name or address (kind: ssh)")
+    user: str | None = Field(None, description="the SSH user on the device")
+    port: int = Field(22, ge=1, le=65535, description="the device's SSH port")
+    workdir: str = Field(
+        "/tmp", description="where a temporary folder for the artifact is made on the device (removed after)"
+    )
     tool: str | None = Field(None, description="device-side tool, e.g. trtexec or 'python3 -m edgevit.profile.agent'")
 
 
 class Target(_Strict):
-    name: str
-    description: str = ""
-    aliases: list[str] = Field(default_factory=list)
+    name: str = Field(description="the target's name, as --target takes it")
+    description: str = Field("", description="one line, shown by `edgevit targets`")
+    aliases: list[str] = Field(default_factory=list, description="other names --target accepts (e.g. jetson)")
     format: str = Field(description="an export format of the registry (edgevit.formats.FORMATS)")
-    precision: Precision = "fp32"
-    precisions: list[Precision] = Field(default_factory=lambda: ["fp32"])
+    precision: Precision = Field("fp32", description="the precision exported when none is asked for")
+    precisions: list[Precision] = Field(
+        default_factory=lambda: ["fp32"], description="the precisions this target exports (--precision all)"
+    )
     input_size: int | None = Field(None, ge=8, description="None: the run's training size")
-    batch: int = Field(1, ge=1)
-    dynamic_batch: bool = False
-    opset: int = Field(17, ge=13)
-    quantization: QuantConfig = Field(default_factory=QuantConfig)
+    batch: int = Field(1, ge=1, description="the exported batch size")
+    dynamic_batch: bool = Field(False, description="export with a dynamic batch dimension (where the format allows it)")
+    opset: int = Field(17, ge=13, description="ONNX opset for ONNX-based formats (17 keeps LayerNormalization one op)")
+    quantization: QuantConfig = Field(default_factory=QuantConfig, description="how INT8 is made")
     runtime: dict[str, Any] = Field(default_factory=dict, description="runtime options, e.g. threads, hints")
-    device: DeviceConfig = Field(default_factory=DeviceConfig)
+    device: DeviceConfig = Field(default_factory=DeviceConfig, description="where `edgevit profile` times it")
     device_name: str = Field("", description="the hardware this target stands for, in words")
 
     @field_validator("format")

@@ -292,7 +292,7 @@ def seeded(fn: Callable[[], Any], seed: int) -> Any:
     """Run fn with Python's, NumPy's and torch's global RNGs seeded: a fixed augmentation for a
     given seed. torch's CPU stream (drop-path, dropout) is restored afterwards; Python's and NumPy's
     are only used by augmentation and Mixup, which are always seeded, and saving them costs more
-    than the augmentation itself (~0.8 ms)."""
+    than the augmentation itself."""
     import random
 
     gen = torch.default_generator

@@ -11,12 +11,10 @@ Attention: before lowering (after quantization), `scaled_dot_product_attention` 
 is rewritten as bmm -> softmax -> bmm and `unbind` (timm's q, k, v split) as slice + reshape,
 which XNNPACK takes whole. The default decompositions (a "safe" softmax with any/where/
 logical_not for fully masked rows, which cannot occur without a mask; select + squeeze) fall back
-to portable kernels and split the graph into many small delegate calls. DeiT-Ti/224 FP32
-(load ~10 on 2 cores, interleaved, process CPU ms at 1 thread): default 71 ms, 61 % of ops
-delegated in 62 calls; attention rewritten 42 ms, 82 % in 38 calls; unbind too 41 ms (vs 45 ms
-side by side), 92 % in 26 calls. What still falls back there is LayerNorm (no XNNPACK node):
-rewriting it too (4-D mean/sub/rsqrt) gave 99 % in 2 calls but no measurable speed-up (43.5 vs
-45.9 ms at 1 thread, 42.1 vs 40.4 ms at 2), so it stays in its portable kernel.
+to portable kernels and split the graph into many small delegate calls, each a round trip;
+with the rewrites XNNPACK takes DeiT-Ti/224 in a few large calls. What still falls back there is
+LayerNorm (no XNNPACK node): rewriting it too (4-D mean/sub/rsqrt) let XNNPACK take nearly all of
+it but measured no faster, so it stays in its portable kernel.
 
 `runtime.delegates` in the target: [xnnpack] (default) or [coreml, xnnpack]. The Core ML delegate
 lowers on Linux too (coremltools converts; fp32 only here), Core ML takes what it can and XNNPACK
@@ -170,9 +168,8 @@ def _quantize(
     """PT2E INT8 with XNNPACK's quantizer; returns the re-exported quantized program.
 
     Static INT8 quantizes the ops in `quantization.options.ops` (default linear and conv): the
-    quantizer's global setting also quantizes residual adds, muls and cats, which costs a ViT much
-    more accuracy (DeiT-Ti/224, random weights, top-1 agreement with FP32 on 128 photo crops: 46 %
-    with all ops, 88 % with linear + conv; dynamic INT8 94.5 %)."""
+    quantizer's global setting also quantizes residual adds, muls and cats: int8 on a ViT's residual
+    stream costs it much more agreement with FP32 than int8 on its weight layers."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,

@@ -28,8 +28,8 @@ QUANTIZED_OPS = ("MatMul", "Gemm", "Conv")
 def activation_matmuls(model: onnx.ModelProto) -> list[str]:
     """MatMul nodes with no constant input: attention's q.k^T and attn.v, not the weight layers.
 
-    Static INT8 of these hurts ViTs most for little speed (DeiT-Ti/224, benchmarks/latency.py: top-1
-    agreement with FP32 11.7 % with them quantized, 89-95 % without, and 1.5x instead of 1.3x faster).
+    Static INT8 of these (activation x activation) costs a ViT the most agreement with FP32 and buys
+    the least speed, so they stay in float by default (the figures: docs/results/latency.md).
     onnxruntime's own `MatMulConstBOnly` option would say this, but its QDQ quantizer ignores it (1.31.1:
     all 24 attention MatMuls of DeiT-Ti still got Q/DQ), so the nodes are excluded by name."""
     g = model.graph

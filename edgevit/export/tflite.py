@@ -66,7 +66,7 @@ def convert(model: torch.nn.Module, sample: torch.Tensor, **options: Any) -> byt
     litert-torch 0.10 caches each weight it inlines under the address of a `.contiguous()` copy it
     frees at once, so two non-contiguous weights of one shape (channels_last training leaves conv
     weights so) can land on one address and the second layer silently gets the first one's values:
-    a pruned PVT-v2's two spatial-reduction convs did, and its LiteRT export agreed 98.89 %.
+    a pruned PVT-v2's two spatial-reduction convs did, and its LiteRT export no longer matched PyTorch.
     Converting a copy whose weights are contiguous gives each its own, live address.
     """
     import litert_torch

@@ -127,7 +127,7 @@ class Candidates:
     def tunable(self, max_units: int = MAX_UNITS) -> list[str]:
         """Every layer, data movement included (an int8 reshape or slice forces int8 on its neighbours
         too); past `max_units` layers, one unit per kind of layer (`blocks.*.attn`: that module in every
-        block), since ranking costs one quantize-and-run per unit (DeiT-Ti/224: 116 layers, > 36 s each)."""
+        block), since ranking costs one quantize-and-run per unit (DeiT-Ti/224 has over a hundred layers)."""
         if len(self.layers) <= max_units:
             return list(self.layers)
         return list(dict.fromkeys(kind_of(layer) for layer in self.layers))

@@ -1,10 +1,10 @@
 """Whether bf16 autocast, channels_last or fused attention make a model faster here: measured, remembered.
 
-No fixed rule holds across machines: bf16 autocast sped a small DeiT up 1.3x on an AMX Xeon and
+No fixed rule holds across machines: bf16 autocast sped a small DeiT up on an AMX Xeon and
 slowed it down on the same Xeon under load; on a CPU without native bf16 (AVX2 only) it is emulated.
 PyTorch's fused attention (SDPA) is not always the fast one either: on a Zen 5 CPU its bf16 backward
-took a third of the quickstart student's step (18 tokens) and timm's explicit attention made the step
-1.35x faster. So `amp` / `channels_last` / `fused_attn: auto` time a few real steps of the model at
+on the quickstart student's 18 tokens was slower than timm's explicit attention.
+So `amp` / `channels_last` / `fused_attn: auto` time a few real steps of the model at
 the real batch shape for each candidate and keep the fastest. The choice is stored in `runs/.speed/`
 under a key of the model's shape, the batch, the machine and the thread count, so later runs in the
 same runs folder (and a `--resume`) reuse it instead of measuring again, and train with the same numerics.
