@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-DistillType = Literal["none", "soft", "hard"]
+DistillType = Literal["none", "soft", "hard", "dkd"]  # dkd: decoupled KD (Zhao et al., 2022)
 DISTILL_TYPES: tuple[str, ...] = get_args(DistillType)
 
 Importance = Literal["taylor", "magnitude", "hessian"]

@@ -360,7 +360,7 @@ def _distill(
         teacher, tinfo = build_teacher(recipe, data, runs_root, run_dir, dist, log, progress, metrics_path)
         cache = _cache(recipe, tinfo, teacher, data, runs_root, dist)
     task = (
-        DistillationTask(student, teacher, d.type, d.alpha, d.tau, cache=cache)
+        DistillationTask.from_config(student, teacher, d, cache=cache)
         if teacher is not None
         else ClassificationTask(student)
     )

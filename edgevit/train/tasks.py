@@ -16,7 +16,7 @@ from timm.task import TrainingTask
 from torch import nn
 
 from edgevit.distill.cache import TeacherCache
-from edgevit.distill.losses import DistillationLoss
+from edgevit.distill.losses import LOGIT_TYPES, DistillationLoss
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -93,15 +93,46 @@ class DistillationTask(ClassificationTask):
         alpha: float = 0.5,
         tau: float = 1.0,
         cache: TeacherCache | None = None,
+        *,
+        dkd_alpha: float = 1.0,
+        dkd_beta: float = 8.0,
+        standardize: bool = False,
     ):
         super().__init__(model)
-        if kind not in ("soft", "hard"):
-            raise ValueError(f"distillation kind must be soft or hard, not {kind!r}")
+        if kind not in LOGIT_TYPES or kind == "none":
+            raise ValueError(f"distillation kind must be one of {', '.join(LOGIT_TYPES[1:])}, not {kind!r}")
         self.kind, self.alpha, self.tau = kind, alpha, tau
+        self.loss_options = {"dkd_alpha": dkd_alpha, "dkd_beta": dkd_beta, "standardize": standardize}
         self.teacher_logits = teacher if isinstance(teacher, TeacherLogits) else TeacherLogits(teacher, cache)
 
+    @classmethod
+    def from_config(
+        cls,
+        model: nn.Module,
+        teacher: Any,
+        d: Any,
+        cache: TeacherCache | None = None,
+        kind: str | None = None,
+        **kw: Any,
+    ) -> "DistillationTask":
+        """The logit task a recipe's `distill:` section (DistillConfig) asks for; `kind` overrides its
+        type (pruning recovery of an undistilled run uses hard). A feature recipe's logit part is hard."""
+        kind = kind or d.type
+        return cls(
+            model,
+            teacher,
+            "hard" if kind == "feature" else kind,
+            d.alpha,
+            d.tau,
+            cache=cache,
+            dkd_alpha=d.dkd_alpha,
+            dkd_beta=d.dkd_beta,
+            standardize=d.standardize,
+            **kw,
+        )
+
     def set_criterion(self, criterion: nn.Module) -> None:
-        self.loss_fn = DistillationLoss(criterion, self.kind, self.alpha, self.tau)
+        self.loss_fn = DistillationLoss(criterion, self.kind, self.alpha, self.tau, **self.loss_options)
 
     def begin_epoch(self, rnd: int) -> None:
         super().begin_epoch(rnd)
