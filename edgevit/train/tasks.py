@@ -1,10 +1,13 @@
 """What one training step computes: tasks in timm.task's form, `task(x, target) -> dict`.
 
-The dict holds `loss` (what is backpropagated), `output` (the class head, for train accuracy) and the
-components logged per epoch: `task_loss` and, when distilling, `distill_loss` and the teacher's
-logits. Unlike timm's TokenDistillationTask, the teacher here is a `TeacherLogits` source: the live
-teacher (one model or an ensemble) or the teacher-logit cache when it holds the round, so ensembles
-and cached rounds feed the same DeiT loss (edgevit/distill/losses.py).
+The dict holds timm's keys: `loss` (what is backpropagated), `output` (the class head, for train
+accuracy), `task_loss` and, when distilling, `kd_loss` (logged per epoch as `train_distill_loss`),
+plus edgevit's `teacher_logits` (teacher agreement). Unlike timm's TokenDistillationTask, the
+teacher here is a `TeacherLogits` source: the live teacher (one model or an ensemble) or the
+teacher-logit cache when it holds the round, so ensembles and cached rounds feed the same DeiT loss
+(edgevit/distill/losses.py). What edgevit's tasks add to timm's protocol — `set_criterion`,
+`begin_epoch(round)` / `end_epoch()`, `forward(..., batch=)` — the trainer uses where a task has it,
+so timm's own tasks run in the trainer unchanged.
 """
 
 from __future__ import annotations
@@ -149,6 +152,6 @@ class DistillationTask(ClassificationTask):
             "loss": self.loss_fn.combine(task_loss, distill_loss),
             "output": output[0],
             "task_loss": task_loss,
-            "distill_loss": distill_loss,
+            "kd_loss": distill_loss,
             "teacher_logits": t_logits,
         }
