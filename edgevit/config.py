@@ -72,6 +72,12 @@ class TeacherConfig(_Strict):
     )
     checkpoints: list[str] = Field(default_factory=list, description="one local checkpoint per name, or none")
     pretrained: bool = True
+    img_size: int | None = Field(
+        None,
+        ge=8,
+        description="the teachers' input size: the student's images are resized to it (in the fine-tune too); "
+        "None: a pretrained teacher's own input size (its pretrained config's), else data.img_size",
+    )
     ensemble: Literal["logits", "probs"] = "logits"
     finetune_epochs: int = Field(
         10,

@@ -152,11 +152,15 @@ def build_teacher(
             f"{len(tc.names)} teacher(s) but {len(tc.checkpoints)} checkpoint(s): give one "
             f"--teacher-checkpoint per --teacher, or none"
         )
-    members, info = [], []
+    members, sizes, info = [], [], []
     for i, name in enumerate(tc.names):
         ckpt = tc.checkpoints[i] if tc.checkpoints else None
         model, source, needs_training, ident = _teacher_model(recipe, name, ckpt, data, runs_root, log)
-        _check_input(model, recipe.data.img_size, f"teacher {name}")
+        pretrained = source == "pretrained" or source.startswith("checkpoint")
+        size = T.input_size(model, tc.img_size, recipe.data.img_size, pretrained)
+        _check_input(model, size, f"teacher {name}")
+        if size != recipe.data.img_size:
+            log(f"teacher {name}: fed at its own {size} px (the student's {recipe.data.img_size} px images resized)")
         self_from_scratch = name == T.SELF and ckpt is None
         schedule = teacher_schedule(recipe, data.num_classes, runs_root, self_teacher=self_from_scratch)
         key = T.teacher_key(
@@ -168,6 +172,7 @@ def build_teacher(
                 **ident,
                 "data": recipe.data.spec,
                 "img": recipe.data.img_size,
+                **({"teacher_img": size} if size != recipe.data.img_size else {}),
                 "classes": data.classes,
                 **({"labelled": recipe.data.labelled} if recipe.data.labelled < 1 else {}),
                 "epochs": schedule.epochs,
@@ -184,15 +189,21 @@ def build_teacher(
         )
         if needs_training and schedule.epochs > 0:
             _train_teacher(
-                model, name, key, schedule, recipe, data, runs_root, run_dir, dist, log, progress, metrics_path
+                model, size, name, key, schedule, recipe, data, runs_root, run_dir, dist, log, progress, metrics_path
             )
-        acc = evaluate(model, data.val)["top1"] if dist.main else float("nan")
+        acc = evaluate(T.Resized.at(model, size, recipe.data.img_size), data.val)["top1"] if dist.main else float("nan")
         log(f"teacher {name}: {acc:.2f}% top-1 on the held-out split")
         members.append(model.to(dist.device))
+        sizes.append(size)
         info.append({"name": name, "arch": type(model).__name__, "source": source, "key": key, "val_top1": acc})
     sample = torch.randn(recipe.data.batch_size, 3, recipe.data.img_size, recipe.data.img_size, device=dist.device)
     probe = T.Teacher(
-        members, list(tc.names), tc.ensemble, student_mean=IMAGENET_DEFAULT_MEAN, student_std=IMAGENET_DEFAULT_STD
+        members,
+        list(tc.names),
+        tc.ensemble,
+        student_mean=IMAGENET_DEFAULT_MEAN,
+        student_std=IMAGENET_DEFAULT_STD,
+        sizes=sizes,
     ).to(dist.device)
     precision = (
         speed.choose(
@@ -217,12 +228,14 @@ def build_teacher(
         precision=precision,
         student_mean=IMAGENET_DEFAULT_MEAN,
         student_std=IMAGENET_DEFAULT_STD,
+        sizes=sizes,
     ).to(dist.device)
     return teacher, info
 
 
 def _train_teacher(
     model: nn.Module,
+    size: int,
     name: str,
     key: str,
     schedule: TrainConfig,
@@ -261,7 +274,8 @@ def _train_teacher(
 
         ckpt = tdir / f"{key}.ckpt"
         Trainer(
-            ClassificationTask(model),
+            # on the student's images, at the teacher's size
+            ClassificationTask(T.Resized.at(model, size, recipe.data.img_size)),
             train,
             data.val,
             schedule,
