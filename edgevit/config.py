@@ -118,11 +118,28 @@ class StudentConfig(_Strict):
     checkpoint: str | None = None
 
 
+class FeatureLayer(_Strict):
+    teacher: str = Field(description="module path in the teacher, e.g. layer4 or stages.3")
+    student: str = Field(description="module path in the student, e.g. blocks.5")
+    weight: float = Field(1.0, ge=0)
+
+
+class FeatureConfig(_Strict):
+    """distill.type feature: intermediate maps matched through learned 1x1 projectors."""
+
+    layers: list[FeatureLayer] = Field(
+        default_factory=list,
+        description="teacher/student layer pairs; empty: the teacher's deepest stage with the student's deepest block",
+    )
+    loss: Literal["mse", "cosine"] = "mse"
+
+
 class DistillConfig(_Strict):
     type: DistillType = Field(
         "hard",
         description="none | soft (tau^2 KL) | hard (the teacher's argmax, DeiT) | dkd (decoupled KD: target and "
-        "non-target parts weighted by dkd_alpha and dkd_beta), on the student's distillation head",
+        "non-target parts weighted by dkd_alpha and dkd_beta), on the student's distillation head | feature "
+        "(hard plus intermediate features, see features)",
     )
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the distillation term against the label term")
     tau: float = Field(1.0, gt=0, description="softmax temperature of soft and dkd")
@@ -148,10 +165,19 @@ class DistillConfig(_Strict):
         "round e % rounds (None: one per epoch, so only later students reuse)",
     )
 
+    features: FeatureConfig | None = Field(None, description="type feature: which layers, which loss")
+
     @model_validator(mode="after")
     def _combinations(self) -> "DistillConfig":
         if self.standardize and self.type not in ("soft", "dkd"):
             raise ValueError(f"standardize applies to soft and dkd distillation, not {self.type!r}")
+        if self.features is not None and self.type != "feature":
+            raise ValueError(f"a features section needs type feature, not {self.type!r}")
+        if self.type == "feature" and self.cache_teacher is True:
+            raise ValueError(
+                "a feature loss needs the live teacher's features every step, so no teacher-logit cache: "
+                "set cache_teacher to auto or false"
+            )
         return self
 
 

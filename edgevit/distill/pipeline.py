@@ -33,6 +33,7 @@ from edgevit.train import (
     ClassificationTask,
     DistillationTask,
     DistInfo,
+    FeatureDistillationTask,
     Hooks,
     TrainConfig,
     Trainer,
@@ -300,7 +301,7 @@ def _cache(
     d = recipe.distill
     rounds = min(recipe.epochs, d.cache_rounds or recipe.epochs)
     use = d.cache_teacher if d.cache_teacher != "auto" else rounds < recipe.epochs
-    if not use or d.type == "none":
+    if not use or d.type in ("none", "feature"):  # a feature loss needs the live teacher
         return None
     key = T.teacher_key(
         {
@@ -373,11 +374,16 @@ def _distill(
     if d.type != "none":
         teacher, tinfo = build_teacher(recipe, data, runs_root, run_dir, dist, log, progress, metrics_path)
         cache = _cache(recipe, tinfo, teacher, data, runs_root, dist)
-    task = (
-        DistillationTask.from_config(student, teacher, d, cache=cache)
-        if teacher is not None
-        else ClassificationTask(student)
-    )
+    if teacher is None:
+        task = ClassificationTask(student)
+    elif d.type == "feature":
+        task = FeatureDistillationTask.from_config(student, teacher, d, img_size=recipe.data.img_size)
+        log(
+            f"feature distillation: student {', '.join(task.pairs)} teacher ({task.feature_kind}), "
+            "live teacher (no logit cache); projectors train with the student, kept in checkpoint.pt only"
+        )
+    else:
+        task = DistillationTask.from_config(student, teacher, d, cache=cache)
     ckpt = run_dir / "checkpoint.pt"
     if resume and not ckpt.exists():
         log(f"resuming: the teacher is ready; the student starts at epoch 1 of {recipe.epochs}")
@@ -420,6 +426,8 @@ def _distill(
         log=log,
     )
     final = trainer.fit(resume=resume)
+    if isinstance(task, FeatureDistillationTask):
+        task.remove_hooks()
     if not dist.main:
         return {}
     meta = {

@@ -155,3 +155,84 @@ class DistillationTask(ClassificationTask):
             "kd_loss": distill_loss,
             "teacher_logits": t_logits,
         }
+
+
+class FeatureDistillationTask(DistillationTask):
+    """DeiT hard distillation plus intermediate features (edgevit/distill/features.py):
+    loss = (1 - alpha) * CE(cls, y) + alpha * CE(dist, argmax teacher) + sum_i w_i * L(P_i(s_i), t_i).
+
+    The live teacher runs every step (its hooked maps are the targets); the trainable module is the
+    student with its projectors, the eval model (what is evaluated, saved and exported) the student."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        teacher: nn.Module,
+        layers: list[dict[str, Any]],
+        loss: str = "mse",
+        alpha: float = 0.5,
+        img_size: int = 32,
+    ):
+        from edgevit.distill import features as feat
+
+        super().__init__(model, teacher, "hard", alpha)
+        t_model = teacher.members[0].model if hasattr(teacher, "members") else teacher
+        t_names, s_names = [spec["teacher"] for spec in layers], [spec["student"] for spec in layers]
+        self.weights, self.feature_kind = [float(spec.get("weight", 1.0)) for spec in layers], loss
+        self.teacher_taps = feat.Taps(t_model, t_names, "teacher")
+        t_device = next(t_model.parameters()).device
+        teacher(torch.zeros(2, 3, img_size, img_size, device=t_device))
+        t_shapes = [m.shape for m in self.teacher_taps.take()]
+        s_device = next(model.parameters()).device
+        s_shapes = feat.shapes(model, s_names, torch.zeros(2, 3, img_size, img_size, device=s_device), "student")
+        projectors = nn.ModuleList(nn.Conv2d(s[1], t[1], 1, device=s_device) for s, t in zip(s_shapes, t_shapes))
+        self.trainable_module = feat.FeatureStudent(model, s_names, projectors)
+        self.pairs = [f"{s} -> {t}" for s, t in zip(s_names, t_names)]
+
+    @classmethod
+    def from_config(
+        cls, model: nn.Module, teacher: Any, d: Any, cache: TeacherCache | None = None, kind: str | None = None, **kw
+    ) -> "FeatureDistillationTask":
+        from edgevit.distill.features import default_layers
+
+        f = d.features
+        layers = [spec.model_dump() for spec in f.layers] if f is not None and f.layers else []
+        if not layers:
+            layers = default_layers(teacher.members[0].model if hasattr(teacher, "members") else teacher, model)
+        return cls(model, teacher, layers, f.loss if f is not None else "mse", d.alpha, **kw)
+
+    @property
+    def model(self) -> nn.Module:
+        return unwrap(self.trainable_module).student
+
+    def remove_hooks(self) -> None:
+        """Leave both models as they were built (no forward hooks), e.g. before an export."""
+        self.teacher_taps.remove()
+        unwrap(self.trainable_module).taps.remove()
+
+    def get_eval_model(self, module: nn.Module | None = None, ema: bool = False) -> nn.Module:
+        return self.model
+
+    def get_task_state(self, module: nn.Module | None = None, ema: bool = False) -> dict[str, Any]:
+        return {"projectors": unwrap(self.trainable_module).projectors.state_dict()}
+
+    def load_task_state(self, state: dict[str, Any] | None, strict: bool = True, **kw: Any) -> None:
+        if state and "projectors" in state:
+            unwrap(self.trainable_module).projectors.load_state_dict(state["projectors"], strict=strict)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor, batch: int = 0) -> dict[str, torch.Tensor]:
+        from edgevit.distill.features import feature_loss
+
+        t_logits = self.teacher_logits(input, batch)
+        t_maps = [m.clone() for m in self.teacher_taps.take()]  # out of inference mode: loss targets
+        output, s_maps = self.trainable_module(input)
+        task_loss, hard = self.loss_fn.parts(output, target, t_logits)
+        feature = sum(w * feature_loss(s, t, self.feature_kind) for w, s, t in zip(self.weights, s_maps, t_maps))
+        return {
+            "loss": self.loss_fn.combine(task_loss, hard) + feature,
+            "output": output[0],
+            "task_loss": task_loss,
+            "kd_loss": hard,
+            "feature_loss": feature,
+            "teacher_logits": t_logits,
+        }
