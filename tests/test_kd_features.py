@@ -102,3 +102,50 @@ def test_a_feature_loss_with_the_teacher_cache_on_is_one_line():
     assert "cache_teacher to auto or false" in str(err.value)
     with pytest.raises(ValueError, match="features section needs type feature"):
         DistillConfig(type="hard", features={"loss": "mse"})
+
+
+def test_resume_is_exact_with_projectors(tmp_path: Path):
+    """Two epochs straight, or one epoch, a stop, and a resume from checkpoint.pt in a fresh process
+    state (new task, new projectors): the same student and the same projectors, bit for bit."""
+    from edgevit.config import AugConfig, OptimConfig
+    from edgevit.data import build_datasets
+    from edgevit.train import Hooks, TrainConfig, Trainer
+
+    aug = AugConfig(auto_augment=None, hflip=0.0, color_jitter=0.0, reprob=0.0, mixup=0.0, cutmix=0.0)
+    ds = build_datasets({"spec": "digits", "img_size": 32}, aug)
+    train, val = torch.utils.data.Subset(ds.train, range(64)), torch.utils.data.Subset(ds.val, range(16))
+    cfg = TrainConfig(
+        epochs=2,
+        batch_size=32,
+        workers=0,
+        optim=OptimConfig(lr=4e-3, warmup_epochs=0),
+        aug=aug,
+        num_classes=10,
+        amp="off",
+        channels_last=False,
+        fused_attn=True,
+    )
+    d = DistillConfig(type="feature", features={"layers": [{"teacher": "layer2", "student": "blocks.0"}]})
+
+    class Stop(Exception): ...
+
+    class StopAfterFirst(Hooks):
+        def after_epoch(self, trainer, epoch, row):
+            if epoch == 1:
+                raise Stop
+
+    def run(ckpt: Path, hooks=(), resume=False):
+        student, teacher = small_pair()
+        task = FeatureDistillationTask.from_config(student, teacher, d, img_size=32)
+        trainer = Trainer(task, train, val, cfg, checkpoint=ckpt, hooks=hooks, log=lambda m: None)
+        try:
+            trainer.fit(resume=resume)
+        except Stop:
+            pass
+        return student, task.get_task_state()["projectors"]
+
+    straight, straight_proj = run(tmp_path / "a.pt")
+    run(tmp_path / "b.pt", hooks=[StopAfterFirst()])
+    resumed, resumed_proj = run(tmp_path / "b.pt", resume=True)
+    assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in straight.state_dict().items())
+    assert all(torch.equal(v, resumed_proj[k]) for k, v in straight_proj.items())
