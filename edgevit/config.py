@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgevit.errors import EdgevitError
 from edgevit.paths import recipes_dirs, targets_dirs
@@ -80,6 +80,12 @@ class TeacherConfig(_Strict):
     )
     checkpoints: list[str] = Field(default_factory=list, description="one local checkpoint per name, or none")
     pretrained: bool = True
+    img_size: int | None = Field(
+        None,
+        ge=8,
+        description="the teachers' input size: the student's images are resized to it (in the fine-tune too); "
+        "None: a pretrained teacher's own input size (its pretrained config's), else data.img_size",
+    )
     ensemble: Literal["logits", "probs"] = "logits"
     finetune_epochs: int = Field(
         10,
@@ -124,10 +130,40 @@ class StudentConfig(_Strict):
     checkpoint: str | None = Field(None, description="initial student weights (a path); None: random init")
 
 
+class FeatureLayer(_Strict):
+    teacher: str = Field(description="module path in the teacher, e.g. layer4 or stages.3")
+    student: str = Field(description="module path in the student, e.g. blocks.5")
+    weight: float = Field(1.0, ge=0)
+
+
+class FeatureConfig(_Strict):
+    """distill.type feature: intermediate maps matched through learned 1x1 projectors."""
+
+    layers: list[FeatureLayer] = Field(
+        default_factory=list,
+        description="teacher/student layer pairs; empty: the teacher's deepest stage with the student's deepest block",
+    )
+    loss: Literal["mse", "cosine"] = "mse"
+
+
 class DistillConfig(_Strict):
-    type: DistillType = "hard"
-    alpha: float = Field(0.5, ge=0, le=1)
-    tau: float = Field(1.0, gt=0)
+    type: DistillType = Field(
+        "hard",
+        description="none | soft (tau^2 KL) | hard (the teacher's argmax, DeiT) | dkd (decoupled KD: target and "
+        "non-target parts weighted by dkd_alpha and dkd_beta), on the student's distillation head | feature "
+        "(hard plus intermediate features, see features)",
+    )
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the distillation term against the label term")
+    tau: float = Field(1.0, gt=0, description="softmax temperature of soft and dkd")
+    dkd_alpha: float = Field(1.0, ge=0, description="dkd: weight of the target-class part (TCKD)")
+    dkd_beta: float = Field(
+        8.0, ge=0, description="dkd: weight of the non-target part (NCKD); the paper's 8 on CIFAR, 0.5 on ImageNet"
+    )
+    standardize: bool = Field(
+        False,
+        description="soft/dkd: z-score teacher and student logits before the temperature softmax "
+        "(logit standardisation, Sun et al. 2024)",
+    )
     cache_teacher: Literal["auto"] | bool = Field(
         "auto",
         description="store the teacher's top-k logits per augmentation round; auto: when rounds repeat "
@@ -140,6 +176,21 @@ class DistillConfig(_Strict):
         description="distinct augmentation rounds; epoch e replays "
         "round e % rounds (None: one per epoch, so only later students reuse)",
     )
+
+    features: FeatureConfig | None = Field(None, description="type feature: which layers, which loss")
+
+    @model_validator(mode="after")
+    def _combinations(self) -> "DistillConfig":
+        if self.standardize and self.type not in ("soft", "dkd"):
+            raise ValueError(f"standardize applies to soft and dkd distillation, not {self.type!r}")
+        if self.features is not None and self.type != "feature":
+            raise ValueError(f"a features section needs type feature, not {self.type!r}")
+        if self.type == "feature" and self.cache_teacher is True:
+            raise ValueError(
+                "a feature loss needs the live teacher's features every step, so no teacher-logit cache: "
+                "set cache_teacher to auto or false"
+            )
+        return self
 
 
 class OptimConfig(_Strict):

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-DistillType = Literal["none", "soft", "hard"]
+# dkd: decoupled KD (Zhao et al., 2022); feature: hard + intermediate features through projectors
+DistillType = Literal["none", "soft", "hard", "dkd", "feature"]
 DISTILL_TYPES: tuple[str, ...] = get_args(DistillType)
 
 Importance = Literal["taylor", "magnitude", "hessian"]

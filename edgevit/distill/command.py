@@ -14,6 +14,7 @@ from edgevit.errors import EdgevitError
 from edgevit.models.checkpoint import STUDENT_FILE
 from edgevit.paths import default_runs_dir, numbered_run_dir
 from edgevit.runs import check_run_name
+from edgevit.vocab import DISTILL_TYPES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,9 +39,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--img-size", type=int)
     p.add_argument("--patch-size", type=int)
-    p.add_argument("--distillation", choices=["none", "soft", "hard"])
+    p.add_argument("--distillation", choices=DISTILL_TYPES)
     p.add_argument("--alpha", type=float, help="weight of the distillation term (DeiT: 0.5)")
-    p.add_argument("--tau", type=float, help="temperature of soft distillation")
+    p.add_argument("--tau", type=float, help="temperature of soft and dkd distillation")
+    p.add_argument("--dkd-alpha", type=float, help="dkd: weight of the target-class part (TCKD)")
+    p.add_argument("--dkd-beta", type=float, help="dkd: weight of the non-target part (NCKD)")
+    p.add_argument(
+        "--standardize", action="store_true", default=None, help="soft/dkd: z-score the logits (Sun et al., 2024)"
+    )
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="learning rate at the recipe's lr_base_batch")
@@ -71,6 +77,9 @@ def _overrides(a: argparse.Namespace) -> dict[str, Any]:
         "distill.type": a.distillation,
         "distill.alpha": a.alpha,
         "distill.tau": a.tau,
+        "distill.dkd_alpha": a.dkd_alpha,
+        "distill.dkd_beta": a.dkd_beta,
+        "distill.standardize": a.standardize,
         "distill.cache_teacher": a.cache_teacher,
         "distill.cache_topk": a.cache_topk,
         "distill.cache_rounds": a.cache_rounds,
@@ -146,7 +155,9 @@ def run(a: argparse.Namespace) -> int:
         recipe = resolve_recipe(a)
         run_dir = _run_dir(a.out, recipe.name, False)
     if recipe.teacher.names == ["self"] and recipe.distill.type == "none":
-        raise EdgevitError("--teacher self needs --distillation soft or hard")
+        raise EdgevitError(
+            f"--teacher self needs a distillation: --distillation {' | '.join(t for t in DISTILL_TYPES if t != 'none')}"
+        )
     threads = int(os.environ.get("OMP_NUM_THREADS", "0")) or torch.get_num_threads()
     torch.set_num_threads(threads)
     main = int(os.environ.get("RANK", "0")) == 0

@@ -33,6 +33,7 @@ from edgevit.train import (
     ClassificationTask,
     DistillationTask,
     DistInfo,
+    FeatureDistillationTask,
     Hooks,
     TrainConfig,
     Trainer,
@@ -152,11 +153,15 @@ def build_teacher(
             f"{len(tc.names)} teacher(s) but {len(tc.checkpoints)} checkpoint(s): give one "
             f"--teacher-checkpoint per --teacher, or none"
         )
-    members, info = [], []
+    members, sizes, info = [], [], []
     for i, name in enumerate(tc.names):
         ckpt = tc.checkpoints[i] if tc.checkpoints else None
         model, source, needs_training, ident = _teacher_model(recipe, name, ckpt, data, runs_root, log)
-        _check_input(model, recipe.data.img_size, f"teacher {name}")
+        pretrained = source == "pretrained" or source.startswith("checkpoint")
+        size = T.input_size(model, tc.img_size, recipe.data.img_size, pretrained)
+        _check_input(model, size, f"teacher {name}")
+        if size != recipe.data.img_size:
+            log(f"teacher {name}: fed at its own {size} px (the student's {recipe.data.img_size} px images resized)")
         self_from_scratch = name == T.SELF and ckpt is None
         schedule = teacher_schedule(recipe, data.num_classes, runs_root, self_teacher=self_from_scratch)
         key = T.teacher_key(
@@ -168,6 +173,7 @@ def build_teacher(
                 **ident,
                 "data": recipe.data.spec,
                 "img": recipe.data.img_size,
+                **({"teacher_img": size} if size != recipe.data.img_size else {}),
                 "classes": data.classes,
                 **({"labelled": recipe.data.labelled} if recipe.data.labelled < 1 else {}),
                 "epochs": schedule.epochs,
@@ -184,15 +190,21 @@ def build_teacher(
         )
         if needs_training and schedule.epochs > 0:
             _train_teacher(
-                model, name, key, schedule, recipe, data, runs_root, run_dir, dist, log, progress, metrics_path
+                model, size, name, key, schedule, recipe, data, runs_root, run_dir, dist, log, progress, metrics_path
             )
-        acc = evaluate(model, data.val)["top1"] if dist.main else float("nan")
+        acc = evaluate(T.Resized.at(model, size, recipe.data.img_size), data.val)["top1"] if dist.main else float("nan")
         log(f"teacher {name}: {acc:.2f}% top-1 on the held-out split")
         members.append(model.to(dist.device))
+        sizes.append(size)
         info.append({"name": name, "arch": type(model).__name__, "source": source, "key": key, "val_top1": acc})
     sample = torch.randn(recipe.data.batch_size, 3, recipe.data.img_size, recipe.data.img_size, device=dist.device)
     probe = T.Teacher(
-        members, list(tc.names), tc.ensemble, student_mean=IMAGENET_DEFAULT_MEAN, student_std=IMAGENET_DEFAULT_STD
+        members,
+        list(tc.names),
+        tc.ensemble,
+        student_mean=IMAGENET_DEFAULT_MEAN,
+        student_std=IMAGENET_DEFAULT_STD,
+        sizes=sizes,
     ).to(dist.device)
     precision = (
         speed.choose(
@@ -217,12 +229,14 @@ def build_teacher(
         precision=precision,
         student_mean=IMAGENET_DEFAULT_MEAN,
         student_std=IMAGENET_DEFAULT_STD,
+        sizes=sizes,
     ).to(dist.device)
     return teacher, info
 
 
 def _train_teacher(
     model: nn.Module,
+    size: int,
     name: str,
     key: str,
     schedule: TrainConfig,
@@ -261,7 +275,8 @@ def _train_teacher(
 
         ckpt = tdir / f"{key}.ckpt"
         Trainer(
-            ClassificationTask(model),
+            # on the student's images, at the teacher's size
+            ClassificationTask(T.Resized.at(model, size, recipe.data.img_size)),
             train,
             data.val,
             schedule,
@@ -286,7 +301,7 @@ def _cache(
     d = recipe.distill
     rounds = min(recipe.epochs, d.cache_rounds or recipe.epochs)
     use = d.cache_teacher if d.cache_teacher != "auto" else rounds < recipe.epochs
-    if not use or d.type == "none":
+    if not use or d.type in ("none", "feature"):  # a feature loss needs the live teacher
         return None
     key = T.teacher_key(
         {
@@ -359,11 +374,16 @@ def _distill(
     if d.type != "none":
         teacher, tinfo = build_teacher(recipe, data, runs_root, run_dir, dist, log, progress, metrics_path)
         cache = _cache(recipe, tinfo, teacher, data, runs_root, dist)
-    task = (
-        DistillationTask(student, teacher, d.type, d.alpha, d.tau, cache=cache)
-        if teacher is not None
-        else ClassificationTask(student)
-    )
+    if teacher is None:
+        task = ClassificationTask(student)
+    elif d.type == "feature":
+        task = FeatureDistillationTask.from_config(student, teacher, d, img_size=recipe.data.img_size)
+        log(
+            f"feature distillation: student {', '.join(task.pairs)} teacher ({task.feature_kind}), "
+            "live teacher (no logit cache); projectors train with the student, kept in checkpoint.pt only"
+        )
+    else:
+        task = DistillationTask.from_config(student, teacher, d, cache=cache)
     ckpt = run_dir / "checkpoint.pt"
     if resume and not ckpt.exists():
         log(f"resuming: the teacher is ready; the student starts at epoch 1 of {recipe.epochs}")
@@ -406,6 +426,8 @@ def _distill(
         log=log,
     )
     final = trainer.fit(resume=resume)
+    if isinstance(task, FeatureDistillationTask):
+        task.remove_hooks()
     if not dist.main:
         return {}
     meta = {

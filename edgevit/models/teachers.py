@@ -6,6 +6,10 @@ in the run folder (`runs/<run>/teachers/<key>.pt`); a later run in the same runs
 same teacher, data and fine-tune settings finds it there and skips the fine-tune. Teachers run in
 eval mode under `torch.inference_mode()`, in the precision measured fastest for them (or the one asked).
 
+A teacher that expects another resolution than the student's images is fed at its own size: each
+member resizes the (already augmented) batch to its `img_size` (bilinear) after remapping the
+normalisation, in distillation and in its fine-tune alike (`Resized`).
+
 Ensembles average logits (`ensemble: logits`, the default) or probabilities (`ensemble: probs`,
 returned as log-probabilities so the loss can treat them as logits: softmax(log p) = p).
 """
@@ -20,6 +24,7 @@ from typing import Any, Callable
 
 import timm
 import torch
+import torch.nn.functional as F
 from timm.task.distillation import DistillationTeacher
 from torch import nn
 
@@ -31,8 +36,43 @@ SELF = "self"
 RUN_PREFIX = "run:"  # run:NAME = that run's student
 
 
+def resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
+    """The batch at size x size (bilinear), or as it is when it has that size already (or None)."""
+    if size is None or tuple(x.shape[-2:]) == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
+class Resized(nn.Module):
+    """A model fed at its own input size: what a teacher's fine-tune trains, so that it learns on
+    the images it will label (the student's, resized)."""
+
+    def __init__(self, model: nn.Module, size: int | None):
+        super().__init__()
+        self.model, self.size = model, size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(resize(x, self.size))
+
+    @classmethod
+    def at(cls, model: nn.Module, size: int, data_size: int) -> nn.Module:
+        """The model itself when the data has its size already, else the model Resized."""
+        return model if size == data_size else cls(model, size)
+
+
+def input_size(model: nn.Module, asked: int | None, data_size: int, pretrained: bool) -> int:
+    """A teacher's input size: `asked` (teacher.img_size), else its pretrained config's input_size when
+    it starts from pretrained weights, else the data's (a teacher trained here learns at that size)."""
+    if asked is not None:
+        return asked
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    size = cfg.get("input_size") if pretrained else None
+    return int(size[-1]) if size else data_size
+
+
 class Teacher(nn.Module):
-    """One or several frozen classifiers, called on the student's (normalised) input."""
+    """One or several frozen classifiers, called on the student's (normalised) input, each at its own
+    input size (`sizes`, one per member; None: the input's size)."""
 
     def __init__(
         self,
@@ -42,10 +82,12 @@ class Teacher(nn.Module):
         precision: Precision = Precision(),
         student_mean=None,
         student_std=None,
+        sizes: list[int | None] | None = None,
     ):
         super().__init__()
         self.members = nn.ModuleList(DistillationTeacher(m) for m in members)
         self.names, self.ensemble, self.precision = names, ensemble, precision
+        self.sizes = list(sizes) if sizes is not None else [None] * len(members)
         mean = torch.tensor(student_mean or timm.data.IMAGENET_DEFAULT_MEAN).view(1, -1, 1, 1)
         std = torch.tensor(student_std or timm.data.IMAGENET_DEFAULT_STD).view(1, -1, 1, 1)
         self.register_buffer("student_mean", mean, persistent=False)
@@ -64,7 +106,10 @@ class Teacher(nn.Module):
             x.device.type, dtype=torch.float16 if p.amp == "fp16" else torch.bfloat16, enabled=p.amp != "off"
         ):
             x = p.input(x)
-            outs = [m(m.normalize_input(x, self.student_mean, self.student_std)).float() for m in self.members]
+            outs = [
+                m(resize(m.normalize_input(x, self.student_mean, self.student_std), size)).float()
+                for m, size in zip(self.members, self.sizes)
+            ]
         if len(outs) == 1:
             return outs[0]
         stacked = torch.stack(outs)
@@ -110,6 +155,15 @@ def _cached_weights(name: str) -> str | None:
     return None
 
 
+def _saved_num_classes(config: Path) -> int | None:
+    """num_classes of a timm config.json (what `save_for_hf` writes beside the weights), if readable."""
+    try:
+        value = json.loads(config.read_text()).get("num_classes")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
+
+
 def create_pretrained(name: str, num_classes: int, log: Callable[[str], None]) -> tuple[nn.Module, bool]:
     """A timm model with pretrained weights from the local HF cache or the hub; else random init.
 
@@ -118,9 +172,11 @@ def create_pretrained(name: str, num_classes: int, log: Callable[[str], None]) -
     check_model_name(name)
     cached = _cached_weights(name)
     if cached:
-        model = timm.create_model(
-            name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay={"file": cached}
-        )
+        overlay: dict[str, Any] = {"file": cached}
+        saved = _saved_num_classes(Path(cached).parent / "config.json")
+        if saved is not None:  # the file's own head (a fine-tuned upload): kept when it fits the data
+            overlay["num_classes"] = saved
+        model = timm.create_model(name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay=overlay)
         log(f"teacher {name}: pretrained weights from the local cache ({cached})")
         return model, True
     if _hub_reachable():

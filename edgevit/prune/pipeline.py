@@ -120,7 +120,7 @@ def recover(
     d = recipe.distill
     kind = d.type if d.type != "none" else "hard"
     task = (
-        DistillationTask(model, teacher, kind, d.alpha, d.tau, cache=cache)
+        DistillationTask.from_config(model, teacher, d, cache=cache, kind=kind)
         if teacher is not None
         else ClassificationTask(model)
     )

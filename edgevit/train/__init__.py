@@ -1,12 +1,13 @@
 """Training: one loop (`Trainer`) driving a task (plain, or DeiT distillation) with hooks."""
 
 from edgevit.train.evaluate import evaluate
-from edgevit.train.tasks import ClassificationTask, DistillationTask, TeacherLogits
+from edgevit.train.tasks import ClassificationTask, DistillationTask, FeatureDistillationTask, TeacherLogits
 from edgevit.train.trainer import DistInfo, Hooks, TrainConfig, Trainer, init_distributed
 
 __all__ = [
     "ClassificationTask",
     "DistillationTask",
+    "FeatureDistillationTask",
     "DistInfo",
     "Hooks",
     "TeacherLogits",

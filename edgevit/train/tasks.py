@@ -1,10 +1,13 @@
 """What one training step computes: tasks in timm.task's form, `task(x, target) -> dict`.
 
-The dict holds `loss` (what is backpropagated), `output` (the class head, for train accuracy) and the
-components logged per epoch: `task_loss` and, when distilling, `distill_loss` and the teacher's
-logits. Unlike timm's TokenDistillationTask, the teacher here is a `TeacherLogits` source: the live
-teacher (one model or an ensemble) or the teacher-logit cache when it holds the round, so ensembles
-and cached rounds feed the same DeiT loss (edgevit/distill/losses.py).
+The dict holds timm's keys: `loss` (what is backpropagated), `output` (the class head, for train
+accuracy), `task_loss` and, when distilling, `kd_loss` (logged per epoch as `train_distill_loss`),
+plus edgevit's `teacher_logits` (teacher agreement). Unlike timm's TokenDistillationTask, the
+teacher here is a `TeacherLogits` source: the live teacher (one model or an ensemble) or the
+teacher-logit cache when it holds the round, so ensembles and cached rounds feed the same DeiT loss
+(edgevit/distill/losses.py). What edgevit's tasks add to timm's protocol — `set_criterion`,
+`begin_epoch(round)` / `end_epoch()`, `forward(..., batch=)` — the trainer uses where a task has it,
+so timm's own tasks run in the trainer unchanged.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from timm.task import TrainingTask
 from torch import nn
 
 from edgevit.distill.cache import TeacherCache
-from edgevit.distill.losses import DistillationLoss
+from edgevit.distill.losses import LOGIT_TYPES, DistillationLoss
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -93,15 +96,46 @@ class DistillationTask(ClassificationTask):
         alpha: float = 0.5,
         tau: float = 1.0,
         cache: TeacherCache | None = None,
+        *,
+        dkd_alpha: float = 1.0,
+        dkd_beta: float = 8.0,
+        standardize: bool = False,
     ):
         super().__init__(model)
-        if kind not in ("soft", "hard"):
-            raise ValueError(f"distillation kind must be soft or hard, not {kind!r}")
+        if kind not in LOGIT_TYPES or kind == "none":
+            raise ValueError(f"distillation kind must be one of {', '.join(LOGIT_TYPES[1:])}, not {kind!r}")
         self.kind, self.alpha, self.tau = kind, alpha, tau
+        self.loss_options = {"dkd_alpha": dkd_alpha, "dkd_beta": dkd_beta, "standardize": standardize}
         self.teacher_logits = teacher if isinstance(teacher, TeacherLogits) else TeacherLogits(teacher, cache)
 
+    @classmethod
+    def from_config(
+        cls,
+        model: nn.Module,
+        teacher: Any,
+        d: Any,
+        cache: TeacherCache | None = None,
+        kind: str | None = None,
+        **kw: Any,
+    ) -> "DistillationTask":
+        """The logit task a recipe's `distill:` section (DistillConfig) asks for; `kind` overrides its
+        type (pruning recovery of an undistilled run uses hard). A feature recipe's logit part is hard."""
+        kind = kind or d.type
+        return cls(
+            model,
+            teacher,
+            "hard" if kind == "feature" else kind,
+            d.alpha,
+            d.tau,
+            cache=cache,
+            dkd_alpha=d.dkd_alpha,
+            dkd_beta=d.dkd_beta,
+            standardize=d.standardize,
+            **kw,
+        )
+
     def set_criterion(self, criterion: nn.Module) -> None:
-        self.loss_fn = DistillationLoss(criterion, self.kind, self.alpha, self.tau)
+        self.loss_fn = DistillationLoss(criterion, self.kind, self.alpha, self.tau, **self.loss_options)
 
     def begin_epoch(self, rnd: int) -> None:
         super().begin_epoch(rnd)
@@ -118,6 +152,87 @@ class DistillationTask(ClassificationTask):
             "loss": self.loss_fn.combine(task_loss, distill_loss),
             "output": output[0],
             "task_loss": task_loss,
-            "distill_loss": distill_loss,
+            "kd_loss": distill_loss,
+            "teacher_logits": t_logits,
+        }
+
+
+class FeatureDistillationTask(DistillationTask):
+    """DeiT hard distillation plus intermediate features (edgevit/distill/features.py):
+    loss = (1 - alpha) * CE(cls, y) + alpha * CE(dist, argmax teacher) + sum_i w_i * L(P_i(s_i), t_i).
+
+    The live teacher runs every step (its hooked maps are the targets); the trainable module is the
+    student with its projectors, the eval model (what is evaluated, saved and exported) the student."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        teacher: nn.Module,
+        layers: list[dict[str, Any]],
+        loss: str = "mse",
+        alpha: float = 0.5,
+        img_size: int = 32,
+    ):
+        from edgevit.distill import features as feat
+
+        super().__init__(model, teacher, "hard", alpha)
+        t_model = teacher.members[0].model if hasattr(teacher, "members") else teacher
+        t_names, s_names = [spec["teacher"] for spec in layers], [spec["student"] for spec in layers]
+        self.weights, self.feature_kind = [float(spec.get("weight", 1.0)) for spec in layers], loss
+        self.teacher_taps = feat.Taps(t_model, t_names, "teacher")
+        t_device = next(t_model.parameters()).device
+        teacher(torch.zeros(2, 3, img_size, img_size, device=t_device))
+        t_shapes = [m.shape for m in self.teacher_taps.take()]
+        s_device = next(model.parameters()).device
+        s_shapes = feat.shapes(model, s_names, torch.zeros(2, 3, img_size, img_size, device=s_device), "student")
+        projectors = nn.ModuleList(nn.Conv2d(s[1], t[1], 1, device=s_device) for s, t in zip(s_shapes, t_shapes))
+        self.trainable_module = feat.FeatureStudent(model, s_names, projectors)
+        self.pairs = [f"{s} -> {t}" for s, t in zip(s_names, t_names)]
+
+    @classmethod
+    def from_config(
+        cls, model: nn.Module, teacher: Any, d: Any, cache: TeacherCache | None = None, kind: str | None = None, **kw
+    ) -> "FeatureDistillationTask":
+        from edgevit.distill.features import default_layers
+
+        f = d.features
+        layers = [spec.model_dump() for spec in f.layers] if f is not None and f.layers else []
+        if not layers:
+            layers = default_layers(teacher.members[0].model if hasattr(teacher, "members") else teacher, model)
+        return cls(model, teacher, layers, f.loss if f is not None else "mse", d.alpha, **kw)
+
+    @property
+    def model(self) -> nn.Module:
+        return unwrap(self.trainable_module).student
+
+    def remove_hooks(self) -> None:
+        """Leave both models as they were built (no forward hooks), e.g. before an export."""
+        self.teacher_taps.remove()
+        unwrap(self.trainable_module).taps.remove()
+
+    def get_eval_model(self, module: nn.Module | None = None, ema: bool = False) -> nn.Module:
+        return self.model
+
+    def get_task_state(self, module: nn.Module | None = None, ema: bool = False) -> dict[str, Any]:
+        return {"projectors": unwrap(self.trainable_module).projectors.state_dict()}
+
+    def load_task_state(self, state: dict[str, Any] | None, strict: bool = True, **kw: Any) -> None:
+        if state and "projectors" in state:
+            unwrap(self.trainable_module).projectors.load_state_dict(state["projectors"], strict=strict)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor, batch: int = 0) -> dict[str, torch.Tensor]:
+        from edgevit.distill.features import feature_loss
+
+        t_logits = self.teacher_logits(input, batch)
+        t_maps = [m.clone() for m in self.teacher_taps.take()]  # out of inference mode: loss targets
+        output, s_maps = self.trainable_module(input)
+        task_loss, hard = self.loss_fn.parts(output, target, t_logits)
+        feature = sum(w * feature_loss(s, t, self.feature_kind) for w, s, t in zip(self.weights, s_maps, t_maps))
+        return {
+            "loss": self.loss_fn.combine(task_loss, hard) + feature,
+            "output": output[0],
+            "task_loss": task_loss,
+            "kd_loss": hard,
+            "feature_loss": feature,
             "teacher_logits": t_logits,
         }

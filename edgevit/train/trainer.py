@@ -10,10 +10,20 @@ loss components and held-out accuracy of both heads, and hooks for the stages bu
     after_backward(trainer)            e.g. a pruner's regularizer on the gradients
     after_step(trainer, step)          e.g. an iterative pruning step, then trainer.rebuild_optimizer()
     after_epoch(trainer, epoch, row)   e.g. logging, the ledger
+
+Any `timm.task.TrainingTask` drives it unchanged (e.g. timm's ClassificationTask or
+FeatureDistillationTask): the loop reads timm's keys (`loss`, `output`, `task_loss`, `kd_loss`),
+trains `get_trainable_module()` (a student plus its projectors), evaluates and hands back
+`get_eval_model()` (the student alone), saves `get_task_state()` in checkpoint.pt beside the model,
+and clips `get_clip_parameters()`. edgevit's own additions are duck-typed, used where a task has
+them: `set_criterion` (the recipe's Mixup/smoothing criterion; a timm task keeps its own),
+`begin_epoch(round)` / `end_epoch()`, a `batch=` argument (the teacher-logit cache's position) and
+a `teacher_logits` key (teacher agreement).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -30,7 +40,8 @@ from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
-from timm.utils import dispatch_clip_grad
+from timm.task import TrainingTask
+from timm.utils import dispatch_clip_grad, unwrap_model
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -41,7 +52,6 @@ from edgevit.files import read_torch, torch_save
 from edgevit.train import speed
 from edgevit.train.evaluate import evaluate
 from edgevit.train.sampling import SeededAugment, derive_seed, make_loader
-from edgevit.train.tasks import ClassificationTask
 
 Log = Callable[[str], None]
 
@@ -155,7 +165,7 @@ def _criterion(aug: AugConfig, mixup_on: bool) -> nn.Module:
 class Trainer:
     def __init__(
         self,
-        task: ClassificationTask,
+        task: TrainingTask,
         train_ds: Dataset,
         val_ds: Dataset,
         cfg: TrainConfig,
@@ -175,10 +185,17 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.update = 0  # optimizer steps taken: the scheduler's position
         self.precision = speed.Precision()
+        self._pass_batch = "batch" in inspect.signature(task.forward).parameters
 
     @property
     def model(self) -> nn.Module:
-        return self.task.model
+        """The model being trained, without projectors or wrappers: what is evaluated and saved."""
+        return unwrap_model(self.task.get_eval_model())
+
+    @property
+    def trainable(self) -> nn.Module:
+        """What the optimizer updates: the model, plus whatever the task trains with it (projectors)."""
+        return unwrap_model(self.task.get_trainable_module())
 
     @property
     def device(self) -> torch.device:
@@ -216,9 +233,9 @@ class Trainer:
         o = self.cfg.optim
         kwargs = dict(lr=self._lr(), weight_decay=o.weight_decay, momentum=o.momentum)
         try:
-            return create_optimizer_v2(self.model, o.opt, fused=True, **kwargs)
+            return create_optimizer_v2(self.trainable, o.opt, fused=True, **kwargs)
         except (TypeError, RuntimeError):  # no fused kernel for this optimizer, device or dtype
-            return create_optimizer_v2(self.model, o.opt, **kwargs)
+            return create_optimizer_v2(self.trainable, o.opt, **kwargs)
 
     def rebuild_optimizer(self) -> None:
         """A new optimizer over the model's current parameters (after a structural change); the
@@ -237,7 +254,7 @@ class Trainer:
         )
         self.scheduler.step_update(self.update)
         if self.dist.world > 1:  # DDP must see the new parameters too
-            self.task.trainable_module = self.model
+            self.task.trainable_module = self.trainable
             self.task.prepare_distributed(device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
     def _choose_precision(self, state: dict[str, Any] | None) -> None:
@@ -265,7 +282,7 @@ class Trainer:
         torch.manual_seed(self.cfg.seed)
         np.random.seed(self.cfg.seed)
         random.seed(self.cfg.seed)
-        self.model.to(self.device)
+        self.task.to(self.device)
         self.steps = self._steps_per_epoch()
         state = None
         if resume and self.checkpoint is not None and self.checkpoint.exists():
@@ -285,13 +302,15 @@ class Trainer:
             if mixup_on
             else None
         )
-        self.task.set_criterion(_criterion(aug, mixup_on))
+        if hasattr(self.task, "set_criterion"):  # edgevit's tasks; a timm task brings its own criterion
+            self.task.set_criterion(_criterion(aug, mixup_on))
         self.scaler = torch.amp.GradScaler(enabled=self.precision.amp == "fp16" and self.device.type == "cuda")
         if self.dist.world > 1:
             self.task.prepare_distributed(device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.rebuild_optimizer()
         if state is not None:
             self.model.load_state_dict(state["model"])
+            self.task.load_task_state(state.get("task_state"))
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
@@ -359,6 +378,7 @@ class Trainer:
         torch_save(
             {
                 "model": self.model.state_dict(),
+                "task_state": self.task.get_task_state(),  # e.g. projectors: trained, resumed, never exported
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
@@ -375,12 +395,14 @@ class Trainer:
         cfg, dist, p = self.cfg, self.dist, self.precision
         loader = self._loader(data, rnd)
         self.task.train()
-        self.task.begin_epoch(rnd)
+        if hasattr(self.task, "begin_epoch"):
+            self.task.begin_epoch(rnd)
         sync_every = 1 if self.device.type == "cpu" else 25  # host syncs cost time on a GPU only
         sums = {
             k: torch.zeros((), device=self.device)
-            for k in ("loss", "task_loss", "distill_loss", "correct", "agree", "labelled")
+            for k in ("loss", "task_loss", "kd_loss", "feature_loss", "correct", "agree", "labelled")
         }
+        self._kd_seen = self._features_seen = False
         t0, seen = time.perf_counter(), 0
         bar = self.progress(f"{self.label} epoch {epoch + 1}/{cfg.epochs}", len(loader)) if self.progress else None
         for b, (x, y) in enumerate(loader):
@@ -389,20 +411,23 @@ class Trainer:
             if self.mixup is not None:
                 x, target = seeded(lambda: self.mixup(x, y), derive_seed(cfg.seed, rnd, b, dist.rank, 1))
             with p.autocast(self.device):
-                out = self.task(x, target, batch=b)
+                out = self.task(x, target, batch=b) if self._pass_batch else self.task(x, target)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(out["loss"]).backward()
             for h in self.hooks:
                 h.after_backward(self)
             if cfg.optim.clip_grad:
                 self.scaler.unscale_(self.optimizer)
-                dispatch_clip_grad(self.model.parameters(), cfg.optim.clip_grad)
+                dispatch_clip_grad(self.task.get_clip_parameters(), cfg.optim.clip_grad)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.update += 1
             self.scheduler.step_update(self.update)
             seen += len(y)
-            self._accumulate(sums, out, target, y)
+            self._kd_seen |= self._accumulate(sums, out, target, y)
+            if out.get("feature_loss") is not None:
+                sums["feature_loss"] += out["feature_loss"].detach().float() * len(y)
+                self._features_seen = True
             if (b + 1) % sync_every == 0 or b + 1 == len(loader):
                 loss = float(sums["loss"]) / seen
                 if not math.isfinite(loss):
@@ -418,7 +443,8 @@ class Trainer:
                     )
             for h in self.hooks:
                 h.after_step(self, self.update)
-        self.task.end_epoch()
+        if hasattr(self.task, "end_epoch"):
+            self.task.end_epoch()
         self.scheduler.step(epoch + 1)
         seconds = time.perf_counter() - t0
         row: dict[str, Any] = {
@@ -430,25 +456,32 @@ class Trainer:
             "train_img_s": seen * dist.world / seconds,
             "train_seconds": seconds,
         }
-        if self.task.kind != "none":
-            row["train_distill_loss"] = float(sums["distill_loss"]) / max(seen, 1)
+        if self._kd_seen:  # the ledger's name for the task's kd_loss
+            row["train_distill_loss"] = float(sums["kd_loss"]) / max(seen, 1)
+        if self._features_seen:
+            row["train_feature_loss"] = float(sums["feature_loss"]) / max(seen, 1)
+        if getattr(self.task, "teacher_logits", None) is not None:
             row["teacher_label_agreement"] = 100.0 * float(sums["agree"]) / max(float(sums["labelled"]), 1)
         return row
 
     @staticmethod
     def _accumulate(
         sums: dict[str, torch.Tensor], out: dict[str, torch.Tensor], target: torch.Tensor, y: torch.Tensor
-    ) -> None:
-        """Running sums for the epoch's row. Accuracy and teacher agreement count labelled images only
-        (data.labelled < 1 marks the others -1: no label to agree with)."""
+    ) -> bool:
+        """Running sums for the epoch's row; True when the step had a distillation term. Accuracy and
+        teacher agreement count labelled images only (data.labelled < 1 marks the others -1: no label
+        to agree with). A timm task may return only `loss` and `output`."""
         n = len(y)
         known = y >= 0
         sums["labelled"] += known.sum()
         sums["loss"] += out["loss"].detach().float() * n
-        sums["task_loss"] += out["task_loss"].detach().float() * n
-        if out.get("distill_loss") is not None:
-            sums["distill_loss"] += out["distill_loss"].detach().float() * n
-        sums["correct"] += (out["output"].detach().argmax(-1) == y).sum()
+        sums["task_loss"] += out.get("task_loss", out["loss"]).detach().float() * n
+        kd = out.get("kd_loss")
+        if kd is not None:
+            sums["kd_loss"] += kd.detach().float() * n
+        output = out["output"][0] if isinstance(out["output"], tuple) else out["output"]
+        sums["correct"] += (output.detach().argmax(-1) == y).sum()
         if out.get("teacher_logits") is not None:  # how often the teacher names the (mixed) image's dominant class
             dominant = target.argmax(-1) if target.ndim == 2 else target
             sums["agree"] += ((out["teacher_logits"].argmax(-1) == dominant) & known).sum()
+        return kd is not None
