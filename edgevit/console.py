@@ -30,6 +30,14 @@ def progress_bars() -> Iterator[Callable[[str, int], Callable[..., None]]]:
         yield start
 
 
+@contextlib.contextmanager
+def converter_output_on_stderr() -> Iterator[None]:
+    """Converters (coremltools, LiteRT, OpenVINO, ExecuTorch) print progress on stdout: send it to stderr
+    while a stage runs, so stdout holds only the command's own table."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
 def install_log_handler(level: int = logging.INFO) -> None:
     """The core's `edgevit.*` loggers printed on stderr (stdout stays for the command's table), once."""
     root = logging.getLogger("edgevit")

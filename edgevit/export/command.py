@@ -53,22 +53,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgevit.console import converter_output_on_stderr
     from edgevit.export.pipeline import check_calibration
     from edgevit.export.targets import export_targets, resolve_targets
 
     check_calibration(args.calibration)  # options first, so the message names what was typed
     run_dir = resolve_run(args.run, args.runs)
     targets = resolve_targets(args.target)
-    done = export_targets(
-        run_dir,
-        targets,
-        args.precision,
-        calibration=args.calibration,
-        scheme=args.scheme,
-        dynamic_batch=args.dynamic_batch,
-        verify_images=args.verify_images,
-        ledger=not args.no_ledger,
-    )
+    with converter_output_on_stderr():
+        done = export_targets(
+            run_dir,
+            targets,
+            args.precision,
+            calibration=args.calibration,
+            scheme=args.scheme,
+            dynamic_batch=args.dynamic_batch,
+            verify_images=args.verify_images,
+            ledger=not args.no_ledger,
+        )
     if len(done) == 1 and done[0].error is not None:
         raise done[0].error
     rows = [(job.target.name, job.result) for job in done if job.result is not None]

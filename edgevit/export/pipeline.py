@@ -9,11 +9,9 @@ failed export gets a ledger row that says why. `RunInputs` holds what every expo
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import platform
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -98,9 +96,8 @@ def run_converter(
     """Time `convert()`; a converter failure becomes one line naming the format and op (a full disk
     under `out_dir` says so instead)."""
     start = time.perf_counter()
-    try:  # converters print progress on stdout; keep stdout for the command's own table
-        with contextlib.redirect_stdout(sys.stderr):
-            artifact = convert()
+    try:  # (what converters print on stdout is the CLI's business: console.converter_output_on_stderr)
+        artifact = convert()
     except EdgevitError:
         raise
     except ModuleNotFoundError as exc:  # converters import their packages lazily

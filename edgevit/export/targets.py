@@ -125,7 +125,7 @@ def export_targets(
             )
         except EdgevitError as exc:
             job.error = exc
-            logger.warning("%s %s: export failed: %s", target.name, precision, exc)
+            logger.debug("%s %s: export failed: %s", target.name, precision, exc)  # the caller reports it
         else:
             job.folder, job.verification = job.result.artifact.directory, job.result.verification.to_dict()
         done.append(job)

@@ -36,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(a: argparse.Namespace) -> int:
     import os
 
+    from edgevit.console import converter_output_on_stderr
     from edgevit.profile.benchmark import below_floor, benchmark, format_table, picks
     from edgevit.profile.stage import resolve_run
 
@@ -43,19 +44,20 @@ def run(a: argparse.Namespace) -> int:
     if timing.threads is None:  # one explicit thread count for every runtime, stated in the output
         timing.threads = os.cpu_count() or 1
     run_dir = resolve_run(a.run, a.runs_dir)
-    result = benchmark(
-        run_dir,
-        a.targets,
-        a.precisions,
-        max_drop=a.max_drop,
-        min_accuracy=a.min_accuracy,
-        timing=timing,
-        device=device_of(a),
-        calibration=a.calibration,
-        reuse_exports=a.reuse_exports,
-        rounds=a.rounds,
-        detail=a.detail,
-    )
+    with converter_output_on_stderr():
+        result = benchmark(
+            run_dir,
+            a.targets,
+            a.precisions,
+            max_drop=a.max_drop,
+            min_accuracy=a.min_accuracy,
+            timing=timing,
+            device=device_of(a),
+            calibration=a.calibration,
+            reuse_exports=a.reuse_exports,
+            rounds=a.rounds,
+            detail=a.detail,
+        )
     c = result.context
     print()
     print(

@@ -67,25 +67,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgevit.console import converter_output_on_stderr
     from edgevit.export.command import resolve_run, table
     from edgevit.quantize import quantize
 
     if not math.isfinite(args.max_drop):
         args.max_drop = -1.0  # reported by quantize() as out of range
-    result = quantize(
-        resolve_run(args.run, args.runs),
-        args.target,
-        args.method,
-        args.max_drop,
-        calibration=args.calibration,
-        epochs=args.epochs,
-        steps=args.steps,
-        lr=args.lr,
-        teacher=args.teacher,
-        tool=args.tool,
-        verify_images=args.verify_images,
-        ledger=not args.no_ledger,
-    )
+    with converter_output_on_stderr():
+        result = quantize(
+            resolve_run(args.run, args.runs),
+            args.target,
+            args.method,
+            args.max_drop,
+            calibration=args.calibration,
+            epochs=args.epochs,
+            steps=args.steps,
+            lr=args.lr,
+            teacher=args.teacher,
+            tool=args.tool,
+            verify_images=args.verify_images,
+            ledger=not args.no_ledger,
+        )
     print(table([(result.artifact.manifest.get("target", args.target), result)]))
     q = result.artifact.manifest.get("quantization") or {}
     floats = q.get("float_layers") or []
