@@ -71,11 +71,19 @@ def _as_flag(exc: EdgevitError, parser: argparse.ArgumentParser | None, command:
     cmd = sub.choices.get(command) if sub else None
     flags = {a.dest: a.option_strings[0] for a in (cmd._actions if cmd else []) if a.option_strings}
     for param in exc.params:
-        dest = param.replace(".", "_")
-        flag = flags.get(dest) or flags.get(dest.removesuffix("_dir"))  # runs_dir is --runs
+        flag = next((flags[d] for d in _dests(param) if d in flags), None)
         if flag:
             message = re.sub(rf"(?<![\w.-]){re.escape(param)}\b", flag, message, count=1)
     return message
+
+
+def _dests(param: str) -> list[str]:
+    """argparse dests a parameter may go by: runs_dir is --runs, data.img_size --img-size,
+    teacher.checkpoints --teacher-checkpoint, teacher.names --teacher."""
+    first, _, last = param.rpartition(".")
+    dest = param.replace(".", "_")
+    one = last.removesuffix("s")
+    return [d for d in (dest, dest.removesuffix("_dir"), last, first and f"{first}_{one}", one, first) if d]
 
 
 def _terminated(signum: int, frame: object) -> None:

@@ -33,6 +33,22 @@ def test_cli_names_the_flag_in_one_line(args: list[str], flag: str, tmp_path: Pa
     assert flag in err and len(err.splitlines()) == 1 and "no-such-run" not in err, err
 
 
+def test_a_recipe_field_in_a_message_reads_as_the_flag_that_sets_it() -> None:
+    from edgevit.cli import _as_flag, _parser
+
+    parser, _ = _parser(["distill"])
+    exc = EdgevitError(
+        "2 teacher(s) but 1 checkpoint(s): give one teacher.checkpoints entry per teacher.names entry, or none",
+        ("teacher.checkpoints", "teacher.names"),
+    )
+    assert _as_flag(exc, parser, "distill") == (
+        "2 teacher(s) but 1 checkpoint(s): give one --teacher-checkpoint entry per --teacher entry, or none"
+    )
+    assert _as_flag(EdgevitError("change data.img_size or the model", "data.img_size"), parser, "distill") == (
+        "change --img-size or the model"
+    )
+
+
 def test_api_names_the_parameter(trained_run: Path) -> None:
     from edgevit.api import Timing, export, prune
 

@@ -60,7 +60,8 @@ def _check_input(model: nn.Module, img_size: int, what: str) -> None:
     except Exception as exc:  # noqa: BLE001 - shape errors come in many types
         raise EdgevitError(
             f"{what} cannot take {img_size}x{img_size} inputs ({str(exc).splitlines()[0][:160]}); "
-            f"change data.img_size (--img-size) or the model"
+            f"change data.img_size or the model",
+            "data.img_size",
         ) from None
 
 
@@ -151,7 +152,8 @@ def build_teacher(
     if tc.checkpoints and len(tc.checkpoints) != len(tc.names):
         raise EdgevitError(
             f"{len(tc.names)} teacher(s) but {len(tc.checkpoints)} checkpoint(s): give one "
-            f"--teacher-checkpoint per --teacher, or none"
+            f"teacher.checkpoints entry per teacher.names entry, or none",
+            ("teacher.checkpoints", "teacher.names"),
         )
     members, sizes, info = [], [], []
     for i, name in enumerate(tc.names):

@@ -207,7 +207,8 @@ class Trainer:
         if per_step > len(self.train_ds) // self.dist.world * self.dist.world:
             raise EdgevitError(
                 f"batch size {self.cfg.batch_size} x {self.dist.world} process(es) is larger than the "
-                f"training split ({len(self.train_ds)} images); lower --batch-size"
+                f"training split ({len(self.train_ds)} images); lower batch_size",
+                "batch_size",
             )
         return len(self._loader(SeededAugment(self.train_ds, self.cfg.seed), 0))
 
