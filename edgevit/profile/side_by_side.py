@@ -48,7 +48,8 @@ def time_artifacts(
     check_rounds(rounds)
     if not artifacts and baseline is None:
         raise EdgevitError("time_artifacts needs at least one artifact or a baseline", "artifacts")
-    opened = _open_all(_openers(artifacts, timing, baseline), _input(artifacts, baseline, timing.batch))
+    student = _load_baseline(baseline)
+    opened = _open_all(_openers(artifacts, timing, student), _input(artifacts, student, timing.batch))
     calls = max(1, -(-timing.iterations // rounds))
     x = next(iter(opened.values()))["x"]
     wall, _ = interleaved({k: o["fn"] for k, o in opened.items()}, x, rounds, calls, timing.warmup)
@@ -60,13 +61,19 @@ def check_rounds(rounds: Any) -> None:
         raise EdgevitError(f"rounds must be a whole number >= 1 (got {rounds!r})", "rounds")
 
 
-def _input(artifacts: Mapping[str, Any], baseline: str | Path | None, batch: int | None) -> np.ndarray:
-    """The one input every artifact gets: the student's size when there is a baseline, else the first artifact's."""
-    if baseline is not None:
-        from edgevit.models.checkpoint import load_student
+def _load_baseline(baseline: str | Path | None) -> tuple[Any, dict] | None:
+    """(student, its metadata) loaded once, or None without a baseline."""
+    if baseline is None:
+        return None
+    from edgevit.models.checkpoint import load_student
 
-        _, meta = load_student(_student_file(baseline))
-        size = int(meta.get("img_size") or 224)
+    return load_student(_student_file(baseline))
+
+
+def _input(artifacts: Mapping[str, Any], student: tuple[Any, dict] | None, batch: int | None) -> np.ndarray:
+    """The one input every artifact gets: the student's size when there is a baseline, else the first artifact's."""
+    if student is not None:
+        size = int(student[1].get("img_size") or 224)
         return make_input([1, 3, size, size], batch or 1)
     return make_input(_artifact(next(iter(artifacts.values()))).input_shape, batch or 1)
 
@@ -84,17 +91,16 @@ def _artifact(a: str | Path | Artifact) -> Artifact:
     return a if isinstance(a, Artifact) else load_artifact(a)
 
 
-def _openers(artifacts: Mapping[str, Any], timing: Any, baseline: str | Path | None) -> list[tuple[str, Any, Callable]]:
+def _openers(
+    artifacts: Mapping[str, Any], timing: Any, student: tuple[Any, dict] | None
+) -> list[tuple[str, Any, Callable]]:
     """(key, artifact or None, open()) for the baseline first, then each artifact."""
     from edgevit.profile.runners import torch_predictor
     from edgevit.runtimes import open_predictor, runs_here
 
     out: list[tuple[str, Any, Callable]] = []
-    if baseline is not None:
-        from edgevit.models.checkpoint import load_student
-
-        model, _ = load_student(_student_file(baseline))
-        out.append((BASELINE, None, lambda: torch_predictor(model, timing.threads)))
+    if student is not None:
+        out.append((BASELINE, None, lambda: torch_predictor(student[0], timing.threads)))
     for key, a in artifacts.items():
         art = _artifact(a)
         ok, why = runs_here(art)
