@@ -23,6 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "edgevit.prune.command",
         "prune a distilled student (heads, widths, channels) and recover it by distillation",
     ),
+    "compress": (
+        "edgevit.compress.command",
+        "the most accurate pruned x precision student within a latency budget measured on the target",
+    ),
     "export": ("edgevit.export.command", "export a run's student for a hardware target and verify it"),
     "quantize": (
         "edgevit.quantize.command",

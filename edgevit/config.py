@@ -232,6 +232,67 @@ class PruneConfig(_Strict):
     warmup_epochs: int = Field(1, ge=0, description="recovery warm-up epochs")
 
 
+class CompressConfig(_Strict):
+    """`edgevit compress`: the most accurate pruned x precision candidate whose latency, measured on
+    the target, meets a budget."""
+
+    target: str | None = Field(None, description="the hardware target (a name in targets/ or a YAML path)")
+    latency_budget_ms: list[float] = Field(
+        default_factory=list,
+        description="budget(s) in ms per image: median latency on the target; one search serves all",
+    )
+    device: str = Field("local", description="where candidates are timed: local, or ssh://user@host[:port]")
+    threads: int | None = Field(None, ge=1, description="runtime threads (None: this machine's core count)")
+    precisions: list[Precision] | None = Field(
+        None, description="precisions to search (None: every one the target produces)"
+    )
+    depths: list[float] = Field(
+        [1.0, 0.67, 0.5, 0.34],
+        description="DeiT/ConvMixer depths to try, as shares of the parent's blocks (the least useful blocks go)",
+    )
+    keeps: list[float] = Field(
+        [1.0, 0.7, 0.5, 0.35],
+        description="width keeps to try: the share of each block's MACs kept (Torch-Pruning, widths and embedding)",
+    )
+    round_to: int | None = Field(
+        None, ge=1, description="round pruned widths to multiples of this (see docs/results for whether it pays)"
+    )
+    estimate_epochs: int = Field(1, ge=0, description="short recovery that ranks every architecture")
+    recover_epochs: int = Field(10, ge=0, description="full recovery by distillation of the finalists")
+    finalists: int = Field(2, ge=1, description="architectures fully recovered per budget (the best estimates)")
+    recover_teacher: Literal["teacher", "student", "none"] = Field(
+        "teacher", description="teacher: the run's teacher; student: the unpruned student; none: labels only"
+    )
+    max_drop: float | None = Field(
+        None, ge=0, le=100, description="a pick may lose at most this many top-1 points against the parent"
+    )
+    rounds: int = Field(5, ge=1, description="interleaved timing rounds per candidate")
+    iterations: int = Field(300, ge=10, description="timed calls per candidate, spread over the rounds")
+    min_margin: float = Field(
+        0.02, ge=0, lt=1, description="least share of the budget kept free; the measured spread may raise it"
+    )
+
+    @field_validator("latency_budget_ms", mode="before")
+    @classmethod
+    def _budgets(cls, value: Any) -> Any:
+        return [value] if isinstance(value, (int, float, str)) and not isinstance(value, bool) else value
+
+    @field_validator("latency_budget_ms")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        bad = [v for v in value if not v > 0 or v != v]
+        if bad:
+            raise ValueError(f"a latency budget must be milliseconds above 0, got {bad[0]}")
+        return value
+
+    @field_validator("depths", "keeps")
+    @classmethod
+    def _shares(cls, value: list[float]) -> list[float]:
+        if not value or any(not 0 < v <= 1 for v in value):
+            raise ValueError(f"every share must be in (0, 1], got {value}")
+        return value
+
+
 class Recipe(_Strict):
     name: str = Field("recipe", description="the recipe's name (a shipped recipe: its file name)")
     description: str = Field("", description="one line, shown by `edgevit recipes`")
@@ -255,6 +316,9 @@ class Recipe(_Strict):
     )
     optim: OptimConfig = Field(default_factory=OptimConfig, description="optimizer and learning-rate schedule")
     prune: PruneConfig | None = Field(None, description="prune the distilled student (edgevit prune)")
+    compress: CompressConfig | None = Field(
+        None, description="search pruned x precision candidates under a latency budget (edgevit compress)"
+    )
 
 
 # ----------------------------------------------------------------------------------------- targets
@@ -367,7 +431,7 @@ def check_fields(model: type[BaseModel], values: dict[str, Any], what: str) -> A
         return model.model_validate(values)
     except ValidationError as err:
         e = err.errors()[0]
-        param = ".".join(str(p) for p in e["loc"]) or None
+        param = ".".join(str(p) for p in e["loc"] if not isinstance(p, int)) or None  # budgets.0 -> budgets
         msg = e["msg"][0].lower() + e["msg"][1:]
         raise EdgevitError(f"{what} option {param}: {msg} (got {e.get('input')!r})", param=param) from None
 

@@ -34,7 +34,7 @@ QUANT_METHODS: tuple[str, ...] = get_args(QuantMethod)
 Amp = Literal["auto", "bf16", "fp16", "off"]
 AMPS: tuple[str, ...] = get_args(Amp)
 
-RunKind = Literal["distill", "prune"]  # the stages that write a new run (and record it in the ledger)
+RunKind = Literal["distill", "prune", "search"]  # the stages that write a new run (and record it in the ledger)
 RUN_KINDS: tuple[str, ...] = get_args(RunKind)
 
 BASELINE = "pytorch"  # the target, format and row name of the PyTorch FP32 eager baseline

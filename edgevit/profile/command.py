@@ -26,6 +26,11 @@ def add_device_arguments(p: argparse.ArgumentParser) -> None:
         help="CPU threads for every runtime (profile: the runtime's default; benchmark: all CPUs)",
     )
     p.add_argument("--batch", type=int, default=None, help="images per call (default: the artifact's batch)")
+    add_ssh_arguments(p)
+
+
+def add_ssh_arguments(p: argparse.ArgumentParser) -> None:
+    """How to reach a device over SSH, and where runs live (also used by `compress`)."""
     p.add_argument("--known-hosts", default=None, help="known_hosts file for the device's host key (checking stays on)")
     p.add_argument("--identity", default=None, help="SSH private key for the device")
     p.add_argument("--ssh-config", default=None, help="ssh config file (ssh -F)")

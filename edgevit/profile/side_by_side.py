@@ -53,7 +53,7 @@ def time_artifacts(
     calls = max(1, -(-timing.iterations // rounds))
     x = next(iter(opened.values()))["x"]
     wall, _ = interleaved({k: o["fn"] for k, o in opened.items()}, x, rounds, calls, timing.warmup)
-    return {key: _result(o, wall[key], timing, rounds) for key, o in opened.items()}
+    return {key: _result(o, wall[key], timing, rounds, calls) for key, o in opened.items()}
 
 
 def check_rounds(rounds: Any) -> None:
@@ -126,7 +126,7 @@ def _open_all(openers: list[tuple[str, Any, Callable]], x: np.ndarray) -> dict[s
     return opened
 
 
-def _result(o: dict[str, Any], wall_ms: list[float], timing: Any, rounds: int) -> ProfileResult:
+def _result(o: dict[str, Any], wall_ms: list[float], timing: Any, rounds: int, calls: int) -> ProfileResult:
     art, x = o["artifact"], o["x"]
     result = ProfileResult(
         runtime=getattr(o["fn"], "runtime", "pytorch eager"),
@@ -142,6 +142,7 @@ def _result(o: dict[str, Any], wall_ms: list[float], timing: Any, rounds: int) -
             "input": input_description(list(x.shape)),
             "load": machine_load(),
             "interleaved_rounds": rounds,
+            "round_medians_ms": [float(np.median(wall_ms[i : i + calls])) for i in range(0, len(wall_ms), calls)],
             **({"artifact": str(art.directory)} if art is not None else {}),
         },
     )

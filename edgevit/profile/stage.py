@@ -153,18 +153,7 @@ def profile_artifact_on(
         if on_device:
             return _local_trtexec(folder, folder.name.split("-")[0], device, timing)
         return runners.profile_artifact(folder, batch=timing.batch, options=options, **kw)
-    from edgevit.profile.ssh import SshRunner
-
-    ssh = SshRunner(
-        device.url,
-        known_hosts=device.known_hosts,
-        identity=device.identity,
-        ssh_config=device.ssh_config,
-        connect_timeout=device.connect_timeout,
-        timeout=device.timeout,
-        workdir=target.device.workdir,
-        python=_remote_python(device, target),
-    )
+    ssh = ssh_runner(device, target)
     if on_device:
         tool = device.remote_tool or (target.device.tool if "trtexec" in (target.device.tool or "") else None)
         return ssh.profile_trtexec(
@@ -175,6 +164,22 @@ def profile_artifact_on(
             batch=timing.batch or 1,
         )
     return ssh.profile_agent(folder, batch=timing.batch, options=options, **kw)
+
+
+def ssh_runner(device: Device, target: Any) -> Any:
+    """The SSH runner for `device` (host-key checking on), in the target's remote work folder."""
+    from edgevit.profile.ssh import SshRunner
+
+    return SshRunner(
+        device.url,
+        known_hosts=device.known_hosts,
+        identity=device.identity,
+        ssh_config=device.ssh_config,
+        connect_timeout=device.connect_timeout,
+        timeout=device.timeout,
+        workdir=target.device.workdir,
+        python=_remote_python(device, target),
+    )
 
 
 def _remote_python(device: Device, target: Any) -> str:

@@ -284,16 +284,25 @@ def prune_channels(
     isomorphic: bool = False,
     attention: str = "dims",
     embed: bool = False,
+    round_to: int | None = None,
 ) -> nn.Module:
     """Prune `model` in place at channel ratio `s` (whole heads first, then widths), Torch-Pruning's
-    own unit; `prune_model` finds the `s` that meets a MAC or parameter target."""
+    own unit; `prune_model` finds the `s` that meets a MAC or parameter target. `round_to` keeps
+    each pruned width a multiple of it (Torch-Pruning's rounding), for kernels that like aligned widths."""
     with warnings.catch_warnings(), torch.enable_grad():  # its graph is traced through autograd
         warnings.filterwarnings("ignore", message="Unwrapped parameters detected")  # tokens pruned on their last dim
-        return _prune_channels(model, example, s, kind, isomorphic, attention, embed)
+        return _prune_channels(model, example, s, kind, isomorphic, attention, embed, round_to)
 
 
 def _prune_channels(
-    model: nn.Module, example: torch.Tensor, s: float, kind: Importance, isomorphic: bool, attention: str, embed: bool
+    model: nn.Module,
+    example: torch.Tensor,
+    s: float,
+    kind: Importance,
+    isomorphic: bool,
+    attention: str,
+    embed: bool,
+    round_to: int | None = None,
 ) -> nn.Module:
     crit = _criterion(kind)
     fam = family(model)
@@ -313,6 +322,7 @@ def _prune_channels(
         num_heads=heads,
         prune_num_heads=False,
         prune_head_dims=dim_share > 0,
+        round_to=round_to,
     )
     pruner.step()
     sync_attributes(model)
@@ -342,6 +352,7 @@ def prune_model(
     isomorphic: bool = False,
     attention: str = "dims",
     embed: bool = False,
+    round_to: int | None = None,
     log: Callable[[str], None] = lambda _m: None,
 ) -> tuple[nn.Module, PruneReport]:
     """A pruned copy of `model` with about `keep` of its MACs (or params); `model` is left as is.
@@ -357,7 +368,9 @@ def prune_model(
     target = keep * base
 
     def trial(s: float) -> tuple[nn.Module, float]:
-        pruned = prune_channels(_copy_with_grads(model), example, s, importance, isomorphic, attention, embed)
+        pruned = prune_channels(
+            _copy_with_grads(model), example, s, importance, isomorphic, attention, embed, round_to
+        )
         macs, params = count(pruned, example)
         return pruned, macs if by == "macs" else params
 
