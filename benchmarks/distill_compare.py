@@ -1,7 +1,7 @@
 """Held-out accuracy of distillation settings on one recipe, several seeds each: mean +- std.
 
     python benchmarks/distill_compare.py [--recipe quickstart] [--teacher regnety_160] [--seeds 0 1 2]
-        [--epochs N] [--settings none hard soft dkd soft_std dkd_std feature self ensemble]
+        [--epochs N] [--settings none hard soft dkd soft_std dkd_std feature attention self ensemble]
 
 Every setting uses the recipe's epochs, student and augmentation; teachers are fine-tuned once
 and reused across seeds and settings (edgevit's teacher cache). Prints a table, writes JSON.
@@ -31,6 +31,8 @@ SETTINGS = {
     "soft_std": {"distill.type": "soft", "distill.tau": 2.0, "distill.standardize": True},
     "dkd_std": {"distill.type": "dkd", "distill.tau": 2.0, "distill.standardize": True},
     "feature": {"distill.type": "feature"},  # + hard; default layers; the live teacher (no logit cache)
+    # + hard; last block's head-averaged attention maps (kl); a ViT teacher: the student's architecture
+    "attention": {"distill.type": "attention", "teacher.names": ["self"]},
     "self": {"distill.type": "hard", "teacher.names": ["self"]},
     "ensemble": {"distill.type": "hard", "teacher.names": "ENSEMBLE"},
 }

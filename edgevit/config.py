@@ -146,12 +146,40 @@ class FeatureConfig(_Strict):
     loss: Literal["mse", "cosine"] = "mse"
 
 
+class AttentionBlock(_Strict):
+    teacher: str = Field(description="an attention block of the teacher, e.g. blocks.11 (or blocks.11.attn)")
+    student: str = Field(description="an attention block of the student, e.g. blocks.3 (or blocks.3.attn)")
+    weight: float = Field(1.0, ge=0)
+
+
+class AttentionConfig(_Strict):
+    """distill.type attention: the student's attention maps match a ViT teacher's (no learned parameters)."""
+
+    blocks: list[AttentionBlock] = Field(
+        default_factory=list,
+        description="teacher/student attention block pairs; empty: the teacher's last with the student's last",
+    )
+    loss: list[Literal["kl", "value"]] = Field(
+        default_factory=lambda: ["kl"],
+        min_length=1,
+        description="kl: KL between the head-averaged attention maps; value: MiniLM-v2's value-relation KL "
+        "(the teacher's head count as relation heads); [kl, value]: both",
+    )
+    weight: float = Field(1.0, ge=0, description="the attention loss's weight, added to the DeiT hard loss")
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _one_loss_is_a_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else list(dict.fromkeys(v)) if isinstance(v, (list, tuple)) else v
+
+
 class DistillConfig(_Strict):
     type: DistillType = Field(
         "hard",
         description="none | soft (tau^2 KL) | hard (the teacher's argmax, DeiT) | dkd (decoupled KD: target and "
         "non-target parts weighted by dkd_alpha and dkd_beta), on the student's distillation head | feature "
-        "(hard plus intermediate features, see features)",
+        "(hard plus intermediate features, see features) | attention (hard plus a ViT teacher's attention maps, "
+        "see attention)",
     )
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the distillation term against the label term")
     tau: float = Field(1.0, gt=0, description="softmax temperature of soft and dkd")
@@ -178,6 +206,9 @@ class DistillConfig(_Strict):
     )
 
     features: FeatureConfig | None = Field(None, description="type feature: which layers, which loss")
+    attention: AttentionConfig | None = Field(
+        None, description="type attention: which blocks, which loss (default: last blocks, kl)"
+    )
 
     @model_validator(mode="after")
     def _combinations(self) -> "DistillConfig":
@@ -185,11 +216,14 @@ class DistillConfig(_Strict):
             raise ValueError(f"standardize applies to soft and dkd distillation, not {self.type!r}")
         if self.features is not None and self.type != "feature":
             raise ValueError(f"a features section needs type feature, not {self.type!r}")
-        if self.type == "feature" and self.cache_teacher is True:
-            raise ValueError(
-                "a feature loss needs the live teacher's features every step, so no teacher-logit cache: "
-                "set cache_teacher to auto or false"
-            )
+        if self.attention is not None and self.type != "attention":
+            raise ValueError(f"an attention section needs type attention, not {self.type!r}")
+        if self.type in ("feature", "attention") and self.cache_teacher is True:
+            needs = {
+                "feature": "a feature loss needs the live teacher's features",
+                "attention": "an attention loss needs the live teacher's attention maps",
+            }[self.type]
+            raise ValueError(f"{needs} every step, so no teacher-logit cache: set cache_teacher to auto or false")
         return self
 
 

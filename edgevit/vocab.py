@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-# dkd: decoupled KD (Zhao et al., 2022); feature: hard + intermediate features through projectors
-DistillType = Literal["none", "soft", "hard", "dkd", "feature"]
+# dkd: decoupled KD (Zhao et al., 2022); feature: hard + intermediate features through projectors;
+# attention: hard + a ViT teacher's attention maps (and value relations)
+DistillType = Literal["none", "soft", "hard", "dkd", "feature", "attention"]
 DISTILL_TYPES: tuple[str, ...] = get_args(DistillType)
 
 Importance = Literal["taylor", "magnitude", "hessian"]

@@ -30,6 +30,7 @@ from edgevit.models.students import check_model_name, count_macs, create_student
 from edgevit.paths import default_runs_dir, numbered_run_dir
 from edgevit.runs import Ledger
 from edgevit.train import (
+    AttentionDistillationTask,
     ClassificationTask,
     DistillationTask,
     DistInfo,
@@ -63,6 +64,14 @@ def _check_input(model: nn.Module, img_size: int, what: str) -> None:
             f"change data.img_size or the model",
             "data.img_size",
         ) from None
+
+
+def _check_attention_blocks(model: nn.Module, recipe: Recipe, who: str) -> None:
+    """An attention recipe's blocks exist in this model (a teacher: before it is fine-tuned)."""
+    from edgevit.distill.attention import resolve
+
+    a = recipe.distill.attention
+    resolve(model, [getattr(b, who) for b in a.blocks] if a is not None else [], who)
 
 
 def _config(recipe: Recipe, num_classes: int, runs_root: Path, **changes: Any) -> TrainConfig:
@@ -159,6 +168,8 @@ def build_teacher(
     for i, name in enumerate(tc.names):
         ckpt = tc.checkpoints[i] if tc.checkpoints else None
         model, source, needs_training, ident = _teacher_model(recipe, name, ckpt, data, runs_root, log)
+        if i == 0 and recipe.distill.type == "attention":  # before any fine-tune: a CNN cannot give attention maps
+            _check_attention_blocks(model, recipe, "teacher")
         pretrained = source == "pretrained" or source.startswith("checkpoint")
         size = T.input_size(model, tc.img_size, recipe.data.img_size, pretrained)
         _check_input(model, size, f"teacher {name}")
@@ -303,7 +314,7 @@ def _cache(
     d = recipe.distill
     rounds = min(recipe.epochs, d.cache_rounds or recipe.epochs)
     use = d.cache_teacher if d.cache_teacher != "auto" else rounds < recipe.epochs
-    if not use or d.type in ("none", "feature"):  # a feature loss needs the live teacher
+    if not use or d.type in ("none", "feature", "attention"):  # these losses need the live teacher
         return None
     key = T.teacher_key(
         {
@@ -372,6 +383,8 @@ def _distill(
     if recipe.student.checkpoint and T.load_checkpoint_into(student, recipe.student.checkpoint):
         log(f"student {name}: classifier reset (checkpoint head does not fit {data.num_classes} classes)")
     d = recipe.distill
+    if d.type == "attention":
+        _check_attention_blocks(student, recipe, "student")
     teacher, tinfo, cache = None, [], None
     if d.type != "none":
         teacher, tinfo = build_teacher(recipe, data, runs_root, run_dir, dist, log, progress, metrics_path)
@@ -383,6 +396,12 @@ def _distill(
         log(
             f"feature distillation: student {', '.join(task.pairs)} teacher ({task.feature_kind}), "
             "live teacher (no logit cache); projectors train with the student, kept in checkpoint.pt only"
+        )
+    elif d.type == "attention":
+        task = AttentionDistillationTask.from_config(student, teacher, d, img_size=recipe.data.img_size)
+        log(
+            f"attention distillation: student {', '.join(task.pairs)} teacher ({'+'.join(task.kinds)}), "
+            "live teacher (no logit cache); no learned parameters: student.pt holds the student alone"
         )
     else:
         task = DistillationTask.from_config(student, teacher, d, cache=cache)
@@ -428,7 +447,7 @@ def _distill(
         log=log,
     )
     final = trainer.fit(resume=resume)
-    if isinstance(task, FeatureDistillationTask):
+    if isinstance(task, (FeatureDistillationTask, AttentionDistillationTask)):
         task.remove_hooks()
     if not dist.main:
         return {}

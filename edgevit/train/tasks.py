@@ -119,12 +119,13 @@ class DistillationTask(ClassificationTask):
         **kw: Any,
     ) -> "DistillationTask":
         """The logit task a recipe's `distill:` section (DistillConfig) asks for; `kind` overrides its
-        type (pruning recovery of an undistilled run uses hard). A feature recipe's logit part is hard."""
+        type (pruning recovery of an undistilled run uses hard). A feature or attention recipe's logit
+        part is hard."""
         kind = kind or d.type
         return cls(
             model,
             teacher,
-            "hard" if kind == "feature" else kind,
+            "hard" if kind in ("feature", "attention") else kind,
             d.alpha,
             d.tau,
             cache=cache,
@@ -234,5 +235,81 @@ class FeatureDistillationTask(DistillationTask):
             "task_loss": task_loss,
             "kd_loss": hard,
             "feature_loss": feature,
+            "teacher_logits": t_logits,
+        }
+
+
+class AttentionDistillationTask(DistillationTask):
+    """DeiT hard distillation plus a ViT teacher's attention (edgevit/distill/attention.py):
+    loss = (1 - alpha) * CE(cls, y) + alpha * CE(dist, argmax teacher) + weight * sum_i w_i * L(s_i, t_i).
+
+    The live teacher runs every step (its hooked q/k/v are the targets). The loss learns nothing, so
+    the trainable module is the student itself and there is no task state to checkpoint."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        teacher: nn.Module,
+        blocks: list[dict[str, Any]],
+        loss: list[str] | tuple[str, ...] = ("kl",),
+        weight: float = 1.0,
+        alpha: float = 0.5,
+        img_size: int = 32,
+    ):
+        from edgevit.distill import attention as att
+
+        super().__init__(model, teacher, "hard", alpha)
+        t_model = teacher.members[0].model if hasattr(teacher, "members") else teacher
+        t_paths = att.resolve(t_model, [spec["teacher"] for spec in blocks], "teacher")
+        s_paths = att.resolve(model, [spec["student"] for spec in blocks], "student")
+        self.kinds, self.weight = list(loss), float(weight)
+        self.weights = [float(spec.get("weight", 1.0)) for spec in blocks]
+        values = "value" in self.kinds
+        self.teacher_taps = att.AttentionTaps(t_model, t_paths, "teacher", values)
+        t_device = next(t_model.parameters()).device
+        teacher(torch.zeros(2, 3, img_size, img_size, device=t_device))  # through the teacher's own resize
+        t_shapes = att.dims(self.teacher_taps.take())
+        s_device = next(model.parameters()).device
+        s_shapes = att.shapes(model, s_paths, torch.zeros(2, 3, img_size, img_size, device=s_device), "student")
+        att.check_pairs(t_paths, t_shapes, s_paths, s_shapes, values)
+        self.student_taps = att.AttentionTaps(model, s_paths, "student", values)
+        self.pairs = [f"{s} -> {t}" for s, t in zip(s_paths, t_paths)]
+
+    @classmethod
+    def from_config(
+        cls, model: nn.Module, teacher: Any, d: Any, cache: TeacherCache | None = None, kind: str | None = None, **kw
+    ) -> "AttentionDistillationTask":
+        from edgevit.distill.attention import default_blocks
+
+        a = d.attention
+        blocks = [spec.model_dump() for spec in a.blocks] if a is not None and a.blocks else []
+        if not blocks:
+            blocks = default_blocks(teacher.members[0].model if hasattr(teacher, "members") else teacher, model)
+        loss, weight = (a.loss, a.weight) if a is not None else (["kl"], 1.0)
+        return cls(model, teacher, blocks, loss, weight, d.alpha, **kw)
+
+    def remove_hooks(self) -> None:
+        """Leave both models as they were built (no forward hooks), e.g. before an export."""
+        self.teacher_taps.remove()
+        self.student_taps.remove()
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor, batch: int = 0) -> dict[str, torch.Tensor]:
+        from edgevit.distill.attention import attention_loss
+
+        t_logits = self.teacher_logits(input, batch)
+        # out of inference mode: loss targets
+        t_caps = [{k: v.clone() if torch.is_tensor(v) else v for k, v in c.items()} for c in self.teacher_taps.take()]
+        output = self.trainable_module(input)
+        s_caps = self.student_taps.take()
+        task_loss, hard = self.loss_fn.parts(output, target, t_logits)
+        attention = self.weight * sum(
+            w * attention_loss(s, t, self.kinds) for w, s, t in zip(self.weights, s_caps, t_caps)
+        )
+        return {
+            "loss": self.loss_fn.combine(task_loss, hard) + attention,
+            "output": output[0],
+            "task_loss": task_loss,
+            "kd_loss": hard,
+            "attention_loss": attention,
             "teacher_logits": t_logits,
         }

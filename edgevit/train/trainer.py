@@ -54,6 +54,7 @@ from edgevit.train.evaluate import evaluate
 from edgevit.train.sampling import SeededAugment, derive_seed, make_loader
 
 Log = Callable[[str], None]
+EXTRA_LOSSES = ("feature_loss", "attention_loss")  # a task's own loss terms, logged per epoch as train_<key>
 
 
 # ------------------------------------------------------------------------------------ distributed
@@ -401,9 +402,9 @@ class Trainer:
         sync_every = 1 if self.device.type == "cpu" else 25  # host syncs cost time on a GPU only
         sums = {
             k: torch.zeros((), device=self.device)
-            for k in ("loss", "task_loss", "kd_loss", "feature_loss", "correct", "agree", "labelled")
+            for k in ("loss", "task_loss", "kd_loss", *EXTRA_LOSSES, "correct", "agree", "labelled")
         }
-        self._kd_seen = self._features_seen = False
+        self._kd_seen, extras_seen = False, set()
         t0, seen = time.perf_counter(), 0
         bar = self.progress(f"{self.label} epoch {epoch + 1}/{cfg.epochs}", len(loader)) if self.progress else None
         for b, (x, y) in enumerate(loader):
@@ -426,9 +427,10 @@ class Trainer:
             self.scheduler.step_update(self.update)
             seen += len(y)
             self._kd_seen |= self._accumulate(sums, out, target, y)
-            if out.get("feature_loss") is not None:
-                sums["feature_loss"] += out["feature_loss"].detach().float() * len(y)
-                self._features_seen = True
+            for k in EXTRA_LOSSES:
+                if out.get(k) is not None:
+                    sums[k] += out[k].detach().float() * len(y)
+                    extras_seen.add(k)
             if (b + 1) % sync_every == 0 or b + 1 == len(loader):
                 loss = float(sums["loss"]) / seen
                 if not math.isfinite(loss):
@@ -459,8 +461,9 @@ class Trainer:
         }
         if self._kd_seen:  # the ledger's name for the task's kd_loss
             row["train_distill_loss"] = float(sums["kd_loss"]) / max(seen, 1)
-        if self._features_seen:
-            row["train_feature_loss"] = float(sums["feature_loss"]) / max(seen, 1)
+        for k in EXTRA_LOSSES:
+            if k in extras_seen:
+                row[f"train_{k}"] = float(sums[k]) / max(seen, 1)
         if getattr(self.task, "teacher_logits", None) is not None:
             row["teacher_label_agreement"] = 100.0 * float(sums["agree"]) / max(float(sums["labelled"]), 1)
         return row
