@@ -259,3 +259,48 @@ def test_the_engine_profiled_over_ssh_is_the_engine_build_engine_sh_builds(sshd:
     assert sent[1:] == shipped[1:] and sent[0] == str(tool)  # the same call; only the tool's path is the device's
     assert "--fp16" in sent and any(a.startswith("--layerPrecisions=") and a.count(":fp32") == 5 for a in sent)
     assert result.stats.median_ms > 0 and result.runtime.startswith("tensorrt")
+
+
+def test_compress_times_its_candidates_on_the_device(sshd: dict, tmp_path: Path) -> None:
+    """The latency-budget search with the device over SSH: every candidate timed by the agent there."""
+    pytest.importorskip("torch_pruning", reason="compress needs the [prune] extra")
+    import json
+
+    from conftest import train_tiny_student
+
+    from edgevit.compress import compress
+    from edgevit.compress.latency import CACHE_FILE
+    from edgevit.profile.stage import Device
+
+    extra = {"depth": 2, "embed_dim": 32, "num_heads": 2, "patch_size": 8}
+    run = train_tiny_student(tmp_path / "runs" / "tiny", extra=extra, steps=50)
+    d = sshd["dir"]
+    device = Device(
+        sshd["url"],
+        known_hosts=str(d / "known_hosts"),
+        identity=str(d / "client_key"),
+        remote_python=sys.executable,
+        connect_timeout=5,
+        timeout=120,
+    )
+    s = compress(
+        run,
+        "onnx",
+        1000,
+        device=device,
+        depths=[1.0],
+        keeps=[1.0, 0.5],
+        precisions=["fp32"],
+        estimate_epochs=0,
+        recover_epochs=0,
+        recover_teacher="none",
+        rounds=2,
+        iterations=20,
+        threads=1,
+    )
+    assert s["device"] == sshd["url"] and s["timed"] == 2
+    pick = s["budgets"][0]["pick"]
+    assert pick is not None and 0 < pick["remeasured_ms"] <= 1000
+    cached = json.loads((run.parent / CACHE_FILE).read_text())
+    assert len(cached) == 2 and all(key.startswith(sshd["url"]) for key in cached)
+    assert all(e["runtime"] == "onnxruntime" for e in cached.values())

@@ -24,7 +24,7 @@ FLAGS = {  # CompressConfig field -> (flag, argparse keywords)
     ),
     "precisions": ("--precisions", {"help": "comma-separated precisions to search (default: all the target has)"}),
     "depths": ("--depths", {"nargs": "+", "type": float, "help": "depth shares to try (default 1 0.67 0.5 0.34)"}),
-    "keeps": ("--keeps", {"nargs": "+", "type": float, "help": "width keeps (MAC shares) to try (default 1 0.7 0.5 0.35)"}),
+    "keeps": ("--keeps", {"nargs": "+", "type": float, "help": "width keeps (MAC shares; default 1 0.7 0.5 0.35)"}),
     "round_to": ("--round-to", {"type": int, "help": "round pruned widths to multiples of this"}),
     "estimate_epochs": ("--estimate-epochs", {"type": int, "help": "short recovery that ranks candidates (1)"}),
     "recover_epochs": ("--recover-epochs", {"type": int, "help": "full recovery of the finalists (10)"}),

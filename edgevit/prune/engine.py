@@ -368,9 +368,7 @@ def prune_model(
     target = keep * base
 
     def trial(s: float) -> tuple[nn.Module, float]:
-        pruned = prune_channels(
-            _copy_with_grads(model), example, s, importance, isomorphic, attention, embed, round_to
-        )
+        pruned = prune_channels(_copy_with_grads(model), example, s, importance, isomorphic, attention, embed, round_to)
         macs, params = count(pruned, example)
         return pruned, macs if by == "macs" else params
 
