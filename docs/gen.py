@@ -316,6 +316,7 @@ TITLES = {
     "int8_accuracy": "INT8 that keeps its accuracy: ptq, tune, qat",
     "prune_recover": "Pruning to half the MACs, and recovery",
     "prune_latency": "Does half the MACs give half the time?",
+    "compress_budget": "The latency-budget search vs prune --ratio + benchmark",
     "distill_throughput": "Distillation throughput and the teacher-logit cache",
     "export_accuracy": "Exports of the quickstart student",
 }

@@ -9,6 +9,7 @@
     table = benchmark("runs/mine", max_drop=0.5)
     pruned = prune("runs/mine", ratio=0.5)            # a new run, recovered by distillation
     tuned = quantize("runs/mine", "openvino-cpu", method="tune", max_drop=0.5)
+    found = compress("runs/mine", "openvino-cpu", [0.3, 0.5], threads=2)  # most accurate within each budget
     html = report("runs")  # runs/reports/accuracy_latency_report.html
 
     jobs = export_targets("runs/mine", "all", "all")  # every target and precision, failures recorded
@@ -55,6 +56,7 @@ __all__ = [
     "Timing",
     "apply_overrides",
     "benchmark",
+    "compress",
     "distill",
     "export",
     "export_targets",
@@ -72,9 +74,13 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # `prune` needs the [prune] extra (torch-pruning): imported on first use
+def __getattr__(name: str):  # `prune` and `compress` need the [prune] extra (torch-pruning): imported on first use
     if name == "prune":
         from edgevit.prune.pipeline import prune
 
         return prune
+    if name == "compress":
+        from edgevit.compress.search import compress
+
+        return compress
     raise AttributeError(f"module 'edgevit.api' has no attribute {name!r}")
