@@ -7,6 +7,10 @@ before and after, the package versions and the command line that produced it.
 
     from _machine import write_json     # benchmarks/ is on sys.path when a script runs
     write_json(out_path, results)       # results + {"machine": {...}}, written atomically
+
+    # a file docs/gen.py renders: {"benchmark", "script", "sections", ...} + the machine with its
+    # id, label and conditions (the load it was measured under), as benchmarks/results/<benchmark>.<id>.json
+    write_results(out_path, results, load_before, machine_id())
 """
 
 from __future__ import annotations
@@ -103,5 +107,44 @@ def write_json(path: str | Path, results: dict[str, Any], load_before: list[floa
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps({**results, "machine": machine(load_before)}, indent=2))
+    tmp.replace(path)
+    return path
+
+
+# the machines benchmarks/results/ names its files by; their labels and what they are usually like
+LABELS = {"xeon": "Xeon (AMX)", "zen3": "Zen 3 EPYC", "zen5": "Zen 5"}
+USUALLY = {"xeon": "often shared with other jobs"}
+
+
+def machine_id() -> str:
+    """This machine's id in results file names: xeon (Intel), zen3 / zen5 (AMD family 25 / 26), else the arch."""
+    info = _lscpu()
+    name = (info.get("Model name") or "").lower()
+    family = info.get("CPU family")
+    if "intel" in name:
+        return "xeon"
+    if "amd" in name:
+        return {"25": "zen3", "26": "zen5"}.get(str(family), f"amd{family}")
+    return platform.machine()
+
+
+def write_results(
+    path: str | Path, results: dict[str, Any], load_before: list[float] | None, mid: str | None = None
+) -> Path:
+    """`write_json` for a file docs/gen.py renders: the machine also gets its id, label and the
+    conditions it was measured under (load average before and after: the machine may be shared)."""
+    mid = mid or machine_id()
+    m = machine(load_before)
+    usual = USUALLY.get(mid)
+    m.update(
+        id=mid,
+        label=LABELS.get(mid, mid),
+        conditions=f"{usual + '; ' if usual else ''}load average (1/5/15 min) {load_before} before, "
+        f"{m['load_average']} after, on {m['cpus']} CPUs",
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({**results, "machine": m}, indent=2))
     tmp.replace(path)
     return path

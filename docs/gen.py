@@ -319,6 +319,8 @@ TITLES = {
     "compress_budget": "The latency-budget search vs prune --ratio + benchmark",
     "distill_throughput": "Distillation throughput and the teacher-logit cache",
     "export_accuracy": "Exports of the quickstart student",
+    "timer_compare": "edgevit's timer vs benchmark_app and litert-benchmark",
+    "width_rounding": "Do aligned widths run faster at equal MACs?",
 }
 MACHINE_ORDER = ["zen5", "zen3", "xeon"]
 

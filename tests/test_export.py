@@ -214,6 +214,17 @@ def test_predictor_handles_any_batch_and_threads(exported) -> None:
     assert runtime_available("coreml")[0] == (sys.platform == "darwin")
 
 
+def test_openvino_predictor_rejects_a_wrong_shape_and_keeps_answering(exported) -> None:
+    p = open_predictor(exported("openvino-cpu", "fp32").artifact, threads=1)  # static shape: input bound once
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32), dtype=np.float32)
+    before = p(x)
+    with pytest.raises(EdgevitError, match=r"takes inputs of shape \[1, 3, 32, 32\]; got \[1, 3, 16, 16\]"):
+        p(np.zeros((1, 3, 16, 16), np.float32))
+    after = p(x)
+    assert np.array_equal(before, after) and not np.array_equal(after[0], after[1])
+    assert after is not p(x)  # each call returns its own copy, not the request's output buffer
+
+
 # --------------------------------------------------------------------------------------- bad input
 def test_unknown_target_lists_known_ones(trained_run: Path, capsys) -> None:
     assert main(["export", str(trained_run), "--target", "jetsn"]) == 2
