@@ -91,9 +91,16 @@ def main() -> None:
         print(f"{tname}: parent fastest {fastest_p} {fastest_ms:.3f} ms ({medians}); budgets {budgets} ms", flush=True)
         t0 = time.perf_counter()
         out = runs / f"{run.name}-search-{tname}"
-        shutil.rmtree(out, ignore_errors=True)
+        resume = (out / "candidates").is_dir()  # a stopped benchmark continues its search: nothing re-timed
         s = compress(
-            run, tname, budgets, threads=a.threads, recover_epochs=a.recover_epochs, out=out, log=lambda m: None
+            run,
+            tname,
+            budgets,
+            threads=a.threads,
+            recover_epochs=a.recover_epochs,
+            out=out,
+            resume=resume,
+            log=lambda m: print(f"  [{tname}] {m}", flush=True),
         )
         search_s = time.perf_counter() - t0
         rows = []

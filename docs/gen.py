@@ -378,6 +378,32 @@ def results_pages() -> dict[str, str]:
     return pages
 
 
+# ------------------------------------------------------------------------------ README
+README_BLOCK = ("<!-- gen:measured (docs/gen.py, from benchmarks/results) -->", "<!-- /gen:measured -->")
+README_TABLES = ("compress_budget", "width_rounding")  # benchmarks whose first table per section the README shows
+
+
+def readme_page() -> str:
+    """README.md with its measured block rewritten from the committed JSON (the first table of each
+    section of the README_TABLES benchmarks, with its machine)."""
+    text = (ROOT / "README.md").read_text()
+    start, end = README_BLOCK
+    if start not in text or end not in text:
+        return text
+    out = [start + "\n"]
+    for r in load_results():
+        if r["benchmark"] not in README_TABLES:
+            continue
+        for sec in r["sections"]:
+            table = next((b["table"] for b in sec["blocks"] if "table" in b), None)
+            if table:
+                out += [f"\n**{sec['title']}** ({r['machine'].get('label', r['machine']['cpu'])}; "]
+                out += [f"[details](docs/results/{r['benchmark']}.md)):\n\n", _table(table)]
+    out += ["\n" + end]
+    head, rest = text.split(start, 1)
+    return head + "".join(out) + rest.split(end, 1)[1]
+
+
 # ------------------------------------------------------------------------------ main
 def pages(fast: bool = False) -> dict[str, str]:
     """Relative path under docs/ -> content, for every generated page (`fast`: all but the CLI's)."""
@@ -390,6 +416,7 @@ def pages(fast: bool = False) -> dict[str, str]:
         makers["reference/cli.md"] = cli_page
     out = {k: f() for k, f in makers.items()}
     out.update(results_pages())
+    out["../README.md"] = readme_page()
     return out
 
 

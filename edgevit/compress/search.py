@@ -49,6 +49,8 @@ from edgevit.runs import Ledger, check_run_name
 logger = logging.getLogger("edgevit.compress")
 CANDIDATES = "candidates"
 VERIFY_IMAGES = 2000
+MIN_KEEP = 0.1  # the smallest width keep the grid extends to
+EXTENSIONS = 3  # times the grid may grow at its small end when a budget is below every candidate
 REMEASURES = 3  # final timings of the finalists, when a busy spell made every one miss its budget
 
 
@@ -241,11 +243,13 @@ def _search(s: Search, parent_dir: Path, ledger: Ledger, log: Callable[[str], No
     images = _val_tensors(plain.val)
     batches = _importance_batches(plain, recipe.data.batch_size, recipe.seed)
     archs = _build(s, student, meta, images, batches, recover, evaluate, data, log)
-    precisions = _screen(s, archs, log)
+    precisions = _screen(s, archs, log)  # its rows are the first of the front
+    done = {(r.candidate, r.precision) for r in s.rows}
     for a in archs:
-        for p in precisions:
-            s.rows.append(_export_row(s, a, p, Path(a["folder"])))
+        s.rows += [_export_row(s, a, p, Path(a["folder"])) for p in precisions if (a["name"], p) not in done]
     _time(s, [r for r in s.rows if r.median_ms is None and not r.note], log)
+    build = lambda depths, keeps: _build(s, student, meta, images, batches, recover, evaluate, data, log, depths, keeps)  # noqa: E731
+    _extend(s, archs, precisions, build, student, log)
     for r in s.rows:
         _record(ledger, s, r, "search")
     m = margin([vars(r) for r in s.rows if r.spread is not None], cfg.min_margin)
@@ -253,12 +257,12 @@ def _search(s: Search, parent_dir: Path, ledger: Ledger, log: Callable[[str], No
     _recover_finalists(s, finals, archs, recover, student, meta, log)
     for attempt in range(1, REMEASURES + 1):  # a busy spell can make every finalist miss: measure again
         missed = [
-            b for b in cfg.latency_budget_ms if attempt == 1 or _choose(s, b, finals[b], parent_top1)["pick"] is None
+            b for b in cfg.latency_budget_ms if attempt == 1 or _choose(s, b, finals[b], parent_top1, m)["pick"] is None
         ]
         if not missed:
             break
         _remeasure(s, [r for b in missed for r in finals[b]], log, attempt)
-    budgets = [_choose(s, b, finals[b], parent_top1) for b in cfg.latency_budget_ms]
+    budgets = [_choose(s, b, finals[b], parent_top1, m) for b in cfg.latency_budget_ms]
     for b in budgets:
         log(f"budget {b['budget_ms']:g} ms: {b['why']}")
     return _write(s, parent_dir, parent_top1, budgets, m, recipe, time.perf_counter() - t0)
@@ -269,19 +273,32 @@ def _val_tensors(ds: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(xs), torch.tensor(ys)
 
 
-def _build(s: Search, student, meta, images, batches, recover, evaluate, data, log) -> list[dict[str, Any]]:
+def _build(
+    s: Search, student, meta, images, batches, recover, evaluate, data, log, depths=None, keeps=None
+) -> list[dict[str, Any]]:
     """Every architecture of the grid, built and briefly recovered once (candidate.json marks it done)."""
     root = s.run_dir / CANDIDATES
     done = {p.name for p in root.iterdir() if (p / "candidate.json").is_file()} if root.is_dir() else set()
     out = []
     for a in architectures(
-        student, meta, s.cfg.depths, s.cfg.keeps, images, batches, round_to=s.cfg.round_to, skip=done
+        student,
+        meta,
+        depths or s.cfg.depths,
+        keeps or s.cfg.keeps,
+        images,
+        batches,
+        round_to=s.cfg.round_to,
+        skip=done,
     ):
         folder = root / a.name
         if a.model is None:
             out.append(read_json(folder / "candidate.json", "search candidate", "delete its folder to rebuild it"))
             continue
         out.append(_candidate(a, folder, student, recover, evaluate, data, s.cfg.estimate_epochs, log))
+    named = {a["name"] for a in out}
+    for name in sorted(done - named):  # built by an earlier (extended) grid of this search: still explored
+        info = read_json(root / name / "candidate.json", "search candidate", "delete its folder to rebuild it")
+        out.append({**info, "extension": True})
     return out
 
 
@@ -334,6 +351,49 @@ def _export_row(s: Search, a: dict[str, Any], precision: str, folder: Path, coun
     return row
 
 
+def _extend(s: Search, archs: list[dict], precisions: list[str], build: Callable, student, log) -> None:
+    """While a budget is below every timed candidate (plus the margin), add smaller architectures at the
+    grid's small end -- half the fewest blocks, half the smallest keep -- and time them too."""
+    for _ in range(EXTENSIONS):
+        m = margin([vars(r) for r in s.rows if r.spread is not None], s.cfg.min_margin)
+        times = [r.median_ms for r in s.rows if r.median_ms is not None]
+        short = [b for b in s.cfg.latency_budget_ms if times and min(times) * (1 + m) > b]
+        grid = _smaller(s.cfg.depths, s.cfg.keeps, _depth(student))
+        if not short or grid is None:
+            return
+        log(f"budget(s) {short} ms below every candidate: adding depths {grid[0]} x keeps {grid[1]}")
+        known = {a["name"] for a in archs}
+        new = [a for a in build(*grid) if a["name"] not in known]
+        archs += new
+        s.cfg = s.cfg.model_copy(
+            update={"depths": sorted({*s.cfg.depths, *grid[0]}), "keeps": sorted({*s.cfg.keeps, *grid[1]})}
+        )
+        s.rows += [_export_row(s, a, p, Path(a["folder"])) for a in new for p in precisions]
+        _time(s, [r for r in s.rows if r.median_ms is None and not r.note], log)
+
+
+def _depth(model) -> int | None:
+    from edgevit.compress.space import _blocks
+
+    blocks = _blocks(model)
+    return len(blocks) if blocks is not None else None
+
+
+def _smaller(depths: list[float], keeps: list[float], n: int | None) -> tuple[list[float], list[float]] | None:
+    """The grid's small corner and one step beyond it in depth and width, or None at the floor."""
+    k_min = min(keeps)
+    k_new = max(MIN_KEEP, round(k_min / 2, 2))
+    d_min = min(depths)
+    new_depths = [d_min]
+    if n:
+        fewest = max(1, round(d_min * n))
+        if fewest > 1:
+            new_depths.append(max(1, fewest // 2) / n)
+    if k_new >= k_min and len(new_depths) == 1:
+        return None
+    return new_depths, sorted({k_min, k_new})
+
+
 def _time(s: Search, rows: list[Row], log: Callable[[str], None]) -> None:
     """Time the rows the cache does not have, side by side, and add them to the cache."""
     if not rows:
@@ -352,9 +412,12 @@ def _screen(s: Search, archs: list[dict[str, Any]], log: Callable[[str], None]) 
     offered = list(s.cfg.precisions or s.target.precisions)
     if len(offered) == 1:
         return offered
-    ends = [archs[0], min(archs, key=lambda a: a["macs"])]
+    grid = [a for a in archs if not a.get("extension")]  # a resumed search screens as it first did
+    ends = [grid[0], min(grid, key=lambda a: a["macs"])]
+    ends = ends[:1] if ends[0]["name"] == ends[1]["name"] else ends
     rows = [_export_row(s, a, p, Path(a["folder"])) for a in ends for p in offered]
     _time(s, [r for r in rows if r.median_ms is None and not r.note], log)
+    s.rows += rows
     keep: set[str] = set()
     for a in ends:
         timed = {r.precision: r.median_ms for r in rows if r.candidate == a["name"] and r.median_ms}
@@ -429,15 +492,18 @@ def _remeasure(s: Search, rows: list[Row], log: Callable[[str], None], attempt: 
             r.remeasured_ms = e["median_ms"]
 
 
-def _choose(s: Search, budget: float, rows: list[Row], parent_top1: float) -> dict[str, Any]:
-    """The most accurate finalist whose re-measured median meets the budget (and the accuracy floor)."""
+def _choose(s: Search, budget: float, rows: list[Row], parent_top1: float, margin_: float = 0.0) -> dict[str, Any]:
+    """The most accurate finalist whose re-measured median meets the budget less the margin (else the
+    budget itself), within the accuracy floor."""
     floor = parent_top1 - s.cfg.max_drop if s.cfg.max_drop is not None else None
     pool = [
         {"target": s.target.name, "top1": r.recovered_top1, "median_ms": r.remeasured_ms, "row": r}
         for r in rows
         if floor is None or (r.recovered_top1 or 0) >= floor
     ]
-    best = most_accurate_within(pool, budget)
+    best = most_accurate_within(pool, budget / (1 + margin_))  # the spread's margin kept, where one can be
+    inside = not best
+    best = best or most_accurate_within(pool, budget)
     if not best:
         why = "no finalist met the budget when re-measured" if pool else f"no finalist within {s.cfg.max_drop} points"
         return {"budget_ms": budget, "pick": None, "why": why, "finalists": [asdict(r) for r in rows]}
@@ -445,6 +511,7 @@ def _choose(s: Search, budget: float, rows: list[Row], parent_top1: float) -> di
     why = (
         f"pick {r.candidate} ({r.description}) at {r.precision}: {r.recovered_top1:.2f}% top-1, "
         f"{r.remeasured_ms:.3f} ms re-measured <= {budget:g} ms"
+        + (f" (inside the {margin_:.0%} margin: no finalist left it free)" if inside else f" - {margin_:.0%} margin")
     )
     return {"budget_ms": budget, "pick": asdict(r), "why": why, "finalists": [asdict(x) for x in rows]}
 
