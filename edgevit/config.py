@@ -22,6 +22,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def _yaml_off(v: Any) -> Any:
+    """YAML 1.1 reads a bare `off` as false: `amp: off` means the setting, not a type error."""
+    return "off" if v is False else v
+
+
 # ----------------------------------------------------------------------------------------- recipes
 class DataConfig(_Strict):
     spec: str = Field(
@@ -116,6 +121,8 @@ class TeacherConfig(_Strict):
     @classmethod
     def _one_name_is_a_list(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
+
+    _amp_off = field_validator("amp", mode="before")(_yaml_off)
 
 
 class StudentConfig(_Strict):
@@ -353,6 +360,8 @@ class Recipe(_Strict):
     compress: CompressConfig | None = Field(
         None, description="search pruned x precision candidates under a latency budget (edgevit compress)"
     )
+
+    _amp_off = field_validator("amp", mode="before")(_yaml_off)
 
 
 # ----------------------------------------------------------------------------------------- targets

@@ -51,6 +51,17 @@ def test_wrong_type_and_unknown_names(tmp_path):
         apply_overrides(load_recipe("quickstart")[0], {"distill.type": "medium"})
 
 
+def test_a_bare_yaml_off_is_the_amp_setting_off(tmp_path):
+    """YAML 1.1 reads `off` as false; `amp: off` must mean fp32, not a type error."""
+    path = tmp_path / "off.yaml"
+    path.write_text("amp: off\nteacher:\n  amp: off\n")
+    recipe = load_recipe(str(path))[0]
+    assert recipe.amp == recipe.teacher.amp == "off"
+    path.write_text("amp: on\n")  # `on` is true: still a clear error, not bf16 or fp16 guessed
+    with pytest.raises(EdgevitError, match=r"field 'amp'.*'auto', 'bf16', 'fp16' or 'off'"):
+        load_recipe(str(path))
+
+
 def test_cli_lists_and_fails_cleanly(tmp_path):
     out = edgevit("recipes")
     assert out.returncode == 0 and "quickstart" in out.stdout and "deit_tiny_regnety160_hard" in out.stdout

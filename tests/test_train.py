@@ -4,6 +4,8 @@ changes mid-training, repeated augmentation, and the measured precision choice."
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -191,3 +193,33 @@ def test_accuracy_and_teacher_agreement_count_labelled_images_only() -> None:
     }
     Trainer._accumulate(sums, out, y, y)
     assert (int(sums["labelled"]), int(sums["agree"]), int(sums["correct"])) == (3, 2, 2)
+
+
+class Fragile(nn.Module):
+    """Finite in fp32; under bf16 autocast its linear output 256.5 rounds to 256 and the logits become -inf."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3 * 16 * 16, 10)
+        nn.init.zeros_(self.lin.weight)
+        nn.init.constant_(self.lin.bias, 256.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(self.lin(x.flatten(1)) - 256)
+
+
+def test_a_measured_bf16_that_breaks_the_loss_falls_back_to_fp32(digits, tmp_path: Path) -> None:
+    if speed.cpu_has_bf16() is False:
+        pytest.skip("bf16 is not among the measured candidates on a CPU without native bf16")
+    train, val = digits
+    model = Fragile()
+    memo = tmp_path / f"{speed.memo_key(model, (32, 3, 16, 16), True, torch.device('cpu'))}.json"
+    memo.write_text(json.dumps({"choice": {"amp": "bf16", "channels_last": False, "fused_attn": None}}))
+    cfg = config(epochs=1, amp="auto", fused_attn="auto", optim=OptimConfig(lr=1e-7, warmup_epochs=0))
+    lines: list[str] = []
+    with pytest.raises(Exception, match=r"loss became (nan|inf) at epoch 1 under bf16 autocast; .*set amp: off"):
+        Trainer(ClassificationTask(Fragile()), train, val, config(epochs=1, amp="bf16"), log=lines.append).fit()
+    trainer = Trainer(ClassificationTask(model), train, val, replace(cfg, speed_memo=tmp_path), log=lines.append)
+    row = trainer.fit()
+    assert trainer.precision.amp == "off" and math.isfinite(row["train_loss"])
+    assert any(line.endswith("at epoch 1 under bf16 autocast; training again in fp32") for line in lines)

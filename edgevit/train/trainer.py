@@ -23,13 +23,14 @@ a `teacher_logits` key (teacher agreement).
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import math
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -55,6 +56,15 @@ from edgevit.train.sampling import SeededAugment, derive_seed, make_loader
 
 Log = Callable[[str], None]
 EXTRA_LOSSES = ("feature_loss", "attention_loss")  # a task's own loss terms, logged per epoch as train_<key>
+
+
+class NonFiniteLoss(EdgevitError):
+    """The training loss became inf or nan; the message names the precision it happened under."""
+
+    def __init__(self, label: str, loss: float, epoch: int, precision: speed.Precision):
+        self.what, self.epoch = f"loss became {loss} at epoch {epoch}", epoch
+        fix = "lower the learning rate" + ("" if precision.amp == "off" else ", or set amp: off")
+        super().__init__(f"{label}: {self.what} under {precision.describe()}; {fix}")
 
 
 # ------------------------------------------------------------------------------------ distributed
@@ -322,7 +332,29 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def fit(self, resume: bool = False) -> dict[str, Any]:
-        """Train for cfg.epochs (from the checkpoint's epoch when resuming); returns the last epoch's row."""
+        """Train for cfg.epochs (from the checkpoint's epoch when resuming); returns the last epoch's row.
+
+        A fresh run whose measured (`auto`) autocast turns the loss non-finite in its first epoch starts
+        again in fp32: bf16's 8-bit mantissa is the likelier cause then, not the learning rate (a
+        resnet10t fine-tune at 16 px did so on one CI machine and not on another)."""
+        fresh = None if resume and self.checkpoint is not None and self.checkpoint.exists() else self._snapshot()
+        try:
+            return self._fit(resume)
+        except NonFiniteLoss as e:
+            if fresh is None or e.epoch != 1 or self.cfg.amp != "auto" or self.precision.amp == "off":
+                raise
+            if self.dist.main:
+                self.log(f"{self.label}: {e.what} under {self.precision.describe()}; training again in fp32")
+            self.model.load_state_dict(fresh[0])
+            self.task.load_task_state(fresh[1])
+            self.cfg = replace(self.cfg, amp="off", channels_last=self.precision.channels_last)
+            self.history, self.update = [], 0
+            return self._fit(resume=False)
+
+    def _snapshot(self) -> tuple[dict[str, Any], Any]:
+        return copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.task.get_task_state())
+
+    def _fit(self, resume: bool) -> dict[str, Any]:
         state = self._setup(resume)
         start = int(state["epoch"]) if state else 0
         if state and self.dist.main:
@@ -434,9 +466,7 @@ class Trainer:
             if (b + 1) % sync_every == 0 or b + 1 == len(loader):
                 loss = float(sums["loss"]) / seen
                 if not math.isfinite(loss):
-                    raise EdgevitError(
-                        f"{self.label}: loss became {loss} at epoch {epoch + 1}; lower the learning rate"
-                    )
+                    raise NonFiniteLoss(self.label, loss, epoch + 1, p)
                 if bar:
                     bar(
                         b + 1,
