@@ -83,7 +83,7 @@ def test_architectures_drop_blocks_round_widths_and_save_exactly(parent: Path, t
             assert torch.equal(again(x[:4]), a.model.eval()(x[:4]))
 
 
-def test_search_stopped_by_an_unreachable_budget_resumes_without_timing_again(parent: Path) -> None:
+def test_search_stopped_by_an_unreachable_budget_resumes_without_timing_again(parent: Path, tmp_path: Path) -> None:
     out = parent.parent / "tiny-search"
     unreachable = r"the fastest candidate found takes .* ms at .*; 1e-05 ms cannot be met on onnx"
     with pytest.raises(EdgevitError, match=unreachable):
@@ -120,6 +120,34 @@ def test_search_stopped_by_an_unreachable_budget_resumes_without_timing_again(pa
     assert (out / "search.csv").read_text().count("\n") == len(result["rows"]) + 1
     profiles = [p for p in ledger.profiles("tiny-search") if "search" in (p.get("extra") or {})]
     assert len(profiles) >= len([r for r in result["rows"] if r["median_ms"] is not None])
+    _the_report_draws_the_search(parent.parent, result, tmp_path)
+
+
+def _the_report_draws_the_search(runs: Path, result: dict, tmp_path: Path) -> None:
+    """`edgevit report`'s search section, from the ledger alone: every timed point, each budget with its
+    margin, the finalists and the pick where the search says they are."""
+    from edgevit.report import data as D
+    from edgevit.report import plots as P
+    from edgevit.report import sections
+    from edgevit.report.output import Output
+
+    ledger = D.read_ledger(runs)
+    (found,) = [x for x in D.searches(ledger) if x["run"] == "tiny-search"]
+    explored, finalists = D.search_explored(ledger, "tiny-search"), D.search_finalists(found)
+    timed = {(r["candidate"], r["precision"]) for r in result["rows"] if r["median_ms"] and r["top1_estimate"]}
+    assert set(zip(explored["candidate"], explored["precision"])) == timed
+    picks = D.search_picks(found)
+    assert list(picks["budget_ms"]) == [100, 50] and picks["met"].all()
+    assert list(finalists[finalists["pick"]]["candidate"]) == list(picks["pick"])
+    ax = P.search_front(explored, finalists, found).axes[0]
+    labels = ax.get_legend_handles_labels()[1]
+    assert {"budget 100 ms", "budget 50 ms", "pick for 100 ms", "pick for 50 ms"} <= set(labels)
+    star = next(c for c, lab in zip(*ax.get_legend_handles_labels()) if lab == "pick for 50 ms")
+    pick = found["budgets"][1]["pick"]
+    assert star.get_offsets().tolist() == [[pick["remeasured_ms"], pick["recovered_top1"]]]
+    out = Output(tmp_path / "report")
+    sections.searches(ledger, out)
+    assert {p.name for p in out.written} == {"search_tiny-search.png", "search_picks_tiny-search.csv"}
 
 
 @pytest.mark.parametrize(

@@ -654,3 +654,64 @@ def pruning_pairs(data: LedgerData) -> pd.DataFrame:
 def _median_baseline(base: pd.DataFrame, run: str) -> float | None:
     mine = base[base["run"] == run] if len(base) else base
     return float(mine.iloc[-1]["median_ms"]) if len(mine) else None
+
+
+# ------------------------------------------------------------------------------------ latency-budget searches
+def searches(data: LedgerData) -> list[dict[str, Any]]:
+    """Each finished `edgevit compress` run's summary (target, budgets with pick and finalists, margin)."""
+    done = data.runs[(data.runs["kind"] == "search") & (data.runs["status"] == "done")]
+    return [{**r["summary"], "run": r["name"]} for _, r in done.iterrows() if r["summary"].get("budgets")]
+
+
+def search_explored(data: LedgerData, run: str) -> pd.DataFrame:
+    """Every (architecture, precision) a search timed: its median and its short-recovery top-1 estimate."""
+    cols = ["candidate", "precision", "macs", "median_ms", "top1_%"]
+    prof = data.profiles[data.profiles["run"] == run]
+    rows = [
+        {
+            **{k: e["search"][k] for k in ("candidate", "macs")},
+            "precision": prec,
+            "median_ms": ms,
+            "top1_%": e["search"]["top1"],
+        }
+        for prec, ms, e in zip(prof["precision"], prof["median_ms"], prof["extra"])
+        if "search" in e and _has(ms) and _has(e["search"].get("top1"))
+    ]
+    return pd.DataFrame(rows, columns=cols).drop_duplicates(["candidate", "precision"], keep="last")
+
+
+def search_finalists(summary: dict[str, Any]) -> pd.DataFrame:
+    """Per budget, each recovered finalist re-measured at the end, and whether it is that budget's pick."""
+    cols = ["budget_ms", "candidate", "precision", "remeasured_ms", "recovered_top1_%", "pick"]
+    rows = []
+    for b in summary.get("budgets", []):
+        pick = b.get("pick") or {}
+        for f in b.get("finalists", []):
+            if _has(f.get("remeasured_ms")) and _has(f.get("recovered_top1")):
+                chosen = (f["candidate"], f["precision"]) == (pick.get("candidate"), pick.get("precision"))
+                rows.append(
+                    [b["budget_ms"], f["candidate"], f["precision"], f["remeasured_ms"], f["recovered_top1"], chosen]
+                )
+    return pd.DataFrame(rows, columns=cols)
+
+
+def search_picks(summary: dict[str, Any]) -> pd.DataFrame:
+    """One row per budget: what the search picked, measured how, and why."""
+    cols = ["budget_ms", "pick", "precision", "description", "remeasured_ms", "recovered_top1_%", "met", "why"]
+    rows = []
+    for b in summary.get("budgets", []):
+        p = b.get("pick") or {}
+        ms = p.get("remeasured_ms")
+        rows.append(
+            [
+                b["budget_ms"],
+                p.get("candidate"),
+                p.get("precision"),
+                p.get("description"),
+                ms,
+                p.get("recovered_top1"),
+                _has(ms) and ms <= b["budget_ms"],
+                b.get("why"),
+            ]
+        )
+    return pd.DataFrame(rows, columns=cols)

@@ -101,6 +101,65 @@ def accuracy_latency(points: pd.DataFrame, target: str, budget_ms: float | None 
     return fig
 
 
+def search_front(explored: pd.DataFrame, finalists: pd.DataFrame, summary: dict) -> Figure:
+    """One `edgevit compress` search: every timed candidate at its short-recovery estimate (grey), the
+    recovered finalists at their re-measured medians, each budget with the margin kept under it, and
+    each budget's pick (a star) - so a user sees what was explored, and why the pick won."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    for prec, grp in explored.groupby("precision", sort=False):
+        ax.scatter(
+            grp["median_ms"],
+            grp["top1_%"],
+            s=40,
+            marker=MARKERS.get(prec, "X"),
+            color="0.75",
+            edgecolor="0.35",
+            linewidth=0.5,
+            zorder=2,
+            label=f"explored {PRECISION_NAMES.get(prec, prec)} (estimate)",
+        )
+    margin = float(summary.get("margin") or 0.0)
+    colours = _colours([str(b["budget_ms"]) for b in summary.get("budgets", [])])
+    for b in summary.get("budgets", []):
+        budget, colour = float(b["budget_ms"]), colours[str(b["budget_ms"])]
+        ax.axvline(budget, color=colour, linestyle=":", linewidth=1.3, label=f"budget {budget:g} ms")
+        ax.axvspan(budget * (1 - margin), budget, color=colour, alpha=0.08, zorder=0)
+        mine = finalists[finalists["budget_ms"] == b["budget_ms"]]
+        for chosen, grp in mine.groupby("pick"):
+            ax.scatter(
+                grp["remeasured_ms"],
+                grp["recovered_top1_%"],
+                s=260 if chosen else 70,
+                marker="*" if chosen else "o",
+                color=colour,
+                edgecolor="black",
+                linewidth=0.7,
+                zorder=4,
+                label=f"pick for {budget:g} ms" if chosen else f"finalists for {budget:g} ms (recovered)",
+            )
+    parent = summary.get("val_top1_parent")
+    if parent is not None:
+        ax.axhline(parent, color="black", linestyle="--", linewidth=1.0, alpha=0.6, label=f"parent {parent:.2f}%")
+    xs = [*explored["median_ms"], *finalists["remeasured_ms"], *(b["budget_ms"] for b in summary.get("budgets", []))]
+    ys = [*explored["top1_%"], *finalists["recovered_top1_%"], *([parent] if parent is not None else [])]
+    _pad(ax, [float(x) for x in xs], [float(y) for y in ys])
+    if xs and max(xs) > 20 * min(xs):  # budgets far from the points: a log axis keeps both readable
+        ax.set_xscale("log")
+        ax.set_xlim(min(xs) / 1.5, max(xs) * 1.5)
+    threads = summary.get("threads")
+    ax.set_title(
+        f"search {summary.get('run', '')}: {summary.get('target', '')} on {summary.get('device', '')}, "
+        f"{threads} thread{'' if threads == 1 else 's'}\n(shaded: the {margin:.0%} margin kept under each budget)",
+        fontsize=10,
+    )
+    ax.set_xlabel("median latency per batch (ms), timed in the target's runtime")
+    ax.set_ylabel("top-1 in the runtime (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="best", framealpha=0.9)
+    return fig
+
+
 # label offsets in points, tried in turn until the label overlaps no point and no earlier label
 _OFFSETS = [
     (6, 5, "left"),

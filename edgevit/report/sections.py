@@ -67,6 +67,19 @@ def accuracy_latency(ledger: D.LedgerData, out: Output, budget_ms: float | None 
     return pts
 
 
+def searches(ledger: D.LedgerData, out: Output) -> list[dict]:
+    """Each latency-budget search: what it explored, its finalists, its budgets and picks; returns them."""
+    found = D.searches(ledger)
+    if not found:
+        out.markdown("*No latency-budget search recorded (`edgevit compress RUN --target T --latency-budget MS`).*")
+    for s in found:
+        out.markdown(f"### Search `{s['run']}` (from `{s.get('parent')}`) on `{s.get('target')}`")
+        explored, finalists = D.search_explored(ledger, s["run"]), D.search_finalists(s)
+        out.figure(P.search_front(explored, finalists, s), f"search_{s['run']}")
+        out.table(D.search_picks(s), f"search_picks_{s['run']}")
+    return found
+
+
 def training(ledger: D.LedgerData, out: Output, selected: list[str] | None = None) -> None:
     """Loss components and top-1 per epoch for the selected runs (default: the newest runs with evals)."""
     frame = D.curves(ledger, selected)
