@@ -186,7 +186,7 @@ def create_pretrained(name: str, num_classes: int, log: Callable[[str], None]) -
             return model, True
         except Exception as exc:  # noqa: BLE001 - no pretrained tag, or the download failed
             log(f"teacher {name}: could not download pretrained weights ({type(exc).__name__})")
-    log(f"teacher {name}: no pretrained weights (offline and none cached); training it on the data instead")
+    log(f"teacher {name}: no pretrained weights (offline and none cached); it starts from random weights")
     return timm.create_model(name, pretrained=False, num_classes=num_classes), False
 
 
