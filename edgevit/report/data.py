@@ -668,12 +668,7 @@ def search_explored(data: LedgerData, run: str) -> pd.DataFrame:
     cols = ["candidate", "precision", "macs", "median_ms", "top1_%"]
     prof = data.profiles[data.profiles["run"] == run]
     rows = [
-        {
-            **{k: e["search"][k] for k in ("candidate", "macs")},
-            "precision": prec,
-            "median_ms": ms,
-            "top1_%": e["search"]["top1"],
-        }
+        [e["search"]["candidate"], prec, e["search"]["macs"], ms, e["search"]["top1"]]
         for prec, ms, e in zip(prof["precision"], prof["median_ms"], prof["extra"])
         if "search" in e and _has(ms) and _has(e["search"].get("top1"))
     ]

@@ -337,14 +337,15 @@ class Trainer:
         A fresh run whose measured (`auto`) autocast turns the loss non-finite in its first epoch starts
         again in fp32: bf16's 8-bit mantissa is the likelier cause then, not the learning rate (a
         resnet10t fine-tune at 16 px did so on one CI machine and not on another)."""
-        fresh = None if resume and self.checkpoint is not None and self.checkpoint.exists() else self._snapshot()
+        resuming = resume and self.checkpoint is not None and self.checkpoint.exists()
+        retry = self.cfg.amp == "auto" and not resuming and self.dist.world == 1  # ranks must not diverge
+        fresh = self._snapshot() if retry else None
         try:
             return self._fit(resume)
         except NonFiniteLoss as e:
-            if fresh is None or e.epoch != 1 or self.cfg.amp != "auto" or self.precision.amp == "off":
+            if fresh is None or e.epoch != 1 or self.precision.amp == "off":
                 raise
-            if self.dist.main:
-                self.log(f"{self.label}: {e.what} under {self.precision.describe()}; training again in fp32")
+            self.log(f"{self.label}: {e.what} under {self.precision.describe()}; training again in fp32")
             self.model.load_state_dict(fresh[0])
             self.task.load_task_state(fresh[1])
             self.cfg = replace(self.cfg, amp="off", channels_last=self.precision.channels_last)
