@@ -223,3 +223,9 @@ def test_a_measured_bf16_that_breaks_the_loss_falls_back_to_fp32(digits, tmp_pat
     row = trainer.fit()
     assert trainer.precision.amp == "off" and math.isfinite(row["train_loss"])
     assert any(line.endswith("at epoch 1 under bf16 autocast; training again in fp32") for line in lines)
+    # the memo now holds fp32 for this model and shape: the next run does not try bf16 and fail again
+    assert json.loads(memo.read_text())["choice"]["amp"] == "off"
+    lines.clear()
+    again = Trainer(ClassificationTask(Fragile()), train, val, replace(cfg, speed_memo=tmp_path), log=lines.append)
+    again.fit()
+    assert again.precision.amp == "off" and not any("training again" in line for line in lines)

@@ -216,18 +216,21 @@ def choose(
         + ")"
     )
     if memo is not None:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        write_json(
-            memo,
-            {
-                "choice": asdict(best),
-                "ms": {p.describe(): 1000 * t for p, t in times.items()},
-                "label": label,
-                "shape": list(sample.shape),
-                "machine": _machine(),
-            },
-        )
+        _remember(memo, best, label, sample.shape, ms={p.describe(): 1000 * t for p, t in times.items()})
     return best
+
+
+def pin(model: nn.Module, shape: tuple[int, ...], precision: Precision, memo_dir: Path | None, why: str) -> None:
+    """Make `precision` the memo's choice for (model, shape) training steps, so later runs on this
+    machine skip a candidate that was fast but failed (bf16 that made the loss non-finite)."""
+    if memo_dir is not None:
+        key = memo_key(model, shape, True, next(model.parameters()).device)
+        _remember(memo_dir / f"{key}.json", precision, "pinned", shape, why=why)
+
+
+def _remember(memo: Path, choice: Precision, label: str, shape: Any, **why: Any) -> None:
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    write_json(memo, {"choice": asdict(choice), **why, "label": label, "shape": list(shape), "machine": _machine()})
 
 
 def precision_of(state: dict[str, Any] | None) -> Precision | None:

@@ -346,9 +346,12 @@ class Trainer:
             if fresh is None or e.epoch != 1 or self.precision.amp == "off":
                 raise
             self.log(f"{self.label}: {e.what} under {self.precision.describe()}; training again in fp32")
+            fp32 = replace(self.precision, amp="off")
+            shape = (self.cfg.batch_size, 3, *self._image_size())
+            speed.pin(self.model, shape, fp32, self.cfg.speed_memo, f"{e.what} under {self.precision.describe()}")
             self.model.load_state_dict(fresh[0])
             self.task.load_task_state(fresh[1])
-            self.cfg = replace(self.cfg, amp="off", channels_last=self.precision.channels_last)
+            self.cfg = replace(self.cfg, amp="off", channels_last=fp32.channels_last)
             self.history, self.update = [], 0
             return self._fit(resume=False)
 
