@@ -2,9 +2,12 @@
 
     python benchmarks/distill_compare.py [--recipe quickstart] [--teacher regnety_160] [--seeds 0 1 2]
         [--epochs N] [--settings none hard soft dkd soft_std dkd_std feature attention self ensemble]
+        [--publish benchmarks/results/distill_settings.xeon.json --title T --text T]
 
 Every setting uses the recipe's epochs, student and augmentation; teachers are fine-tuned once
 and reused across seeds and settings (edgevit's teacher cache). Prints a table, writes JSON.
+--publish adds (or replaces) a section titled --title in a committed results file that docs/gen.py
+renders: the table below, generated from the runs, with the runs themselves beside it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from _machine import machine  # noqa: E402  (benchmarks/: the machine each result was measured on)
+from _machine import machine, machine_id, write_results  # noqa: E402  (benchmarks/: where each result was measured)
 
 from edgevit.config import apply_overrides, load_recipe  # noqa: E402
 from edgevit.distill.pipeline import distill  # noqa: E402
@@ -48,7 +51,12 @@ def main() -> None:
     ap.add_argument("--second-teacher", default="resnet26", help="added to the recipe's teacher for 'ensemble'")
     ap.add_argument("--runs", default="benchmarks/results/distill_compare_runs")
     ap.add_argument("--out", default="benchmarks/results/distill_compare.json")
+    ap.add_argument("--publish", help="a committed results file to add this table to, as section --title")
+    ap.add_argument("--title", help="the published section's title")
+    ap.add_argument("--text", default="", help="the published section's prose (what was run, what it shows)")
     a = ap.parse_args()
+    if a.publish and not a.title:
+        ap.error("--publish needs --title")
     base, _ = load_recipe(a.recipe)
     if a.epochs:
         base = apply_overrides(base, {"epochs": a.epochs})
@@ -80,16 +88,71 @@ def main() -> None:
                 "machine": machine(),
             }
             out.write_text(json.dumps(results, indent=2))
-    print(f"\n{'setting':<10} {'epochs':>6} {'seeds':>5} {'top-1 mean':>10} {'std':>6}  teachers")
-    for setting in a.settings:
-        rows = [r for r in results.values() if r["setting"] == setting and r["epochs"] == base.epochs]
-        if not rows:
-            continue
-        accs = [r["val_top1"] for r in rows]
-        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        teachers = ", ".join(f"{t['name']} {t['val_top1']:.1f}%" for t in rows[0]["teachers"]) or "-"
-        print(f"{setting:<10} {base.epochs:>6} {len(rows):>5} {statistics.mean(accs):>10.2f} {sd:>6.2f}  {teachers}")
+    rows = [r for r in results.values() if r["setting"] in a.settings and r["seed"] in a.seeds]
+    table = summary(rows, a.settings)
+    print("\n" + " | ".join(table["columns"]))
+    for row in table["rows"]:
+        print(" | ".join(str(c) for c in row))
+    if a.publish:
+        publish(Path(a.publish), a.title, a.text, table, rows, recipe=a.recipe)
+        print(f"published section {a.title!r} in {a.publish}")
     print(f"\nwrote {out}")
+
+
+def summary(rows: list[dict], settings: list[str]) -> dict:
+    """One table row per (setting, epochs): top-1 mean +- std over the seeds, each seed's, each head's mean, wall."""
+    out = []
+    for setting in settings:
+        for epochs in sorted({r["epochs"] for r in rows if r["setting"] == setting}, reverse=True):
+            group = sorted(
+                (r for r in rows if r["setting"] == setting and r["epochs"] == epochs), key=lambda r: r["seed"]
+            )
+            accs = [r["val_top1"] for r in group]
+            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            teachers = ", ".join(f"{t['name']} {t['val_top1']:.1f} %" for t in group[0]["teachers"]) or "-"
+            heads = [f"{statistics.mean(r[k] for r in group):.2f}" for k in ("val_top1_cls", "val_top1_dist")]
+            out.append(
+                [
+                    setting,
+                    epochs,
+                    len(group),
+                    f"{statistics.mean(accs):.2f} ± {sd:.2f}",
+                    ", ".join(f"{x:.2f}" for x in accs),
+                    " / ".join(heads),
+                    teachers,
+                    ", ".join(f"{r['seconds']:.0f}" for r in group),
+                ]
+            )
+    return {
+        "columns": [
+            "setting",
+            "epochs",
+            "seeds",
+            "top-1 % mean ± std",
+            "per seed",
+            "cls / dist head",
+            "teacher",
+            "wall s per run",
+        ],
+        "align": ["left", "right", "right", "right", "left", "right", "left", "right"],
+        "rows": out,
+    }
+
+
+def publish(path: Path, title: str, text: str, table: dict, rows: list[dict], recipe: str) -> None:
+    """Add (or replace) the section `title` in the committed results file; the machine is this one."""
+    data = json.loads(path.read_text()) if path.exists() else {"benchmark": path.name.split(".")[0]}
+    data.setdefault("script", "benchmarks/distill_compare.py")
+    loads = [x for r in rows for x in (r["machine"].get("load_average") or [])[:1]]
+    span = f"1-minute load average {min(loads):.2f}-{max(loads):.2f} at the runs' ends" if loads else "load unknown"
+    section = {
+        "title": title,
+        "recipe": recipe,
+        "blocks": [{"text": f"{text} *Load*: {span}."}, {"table": table}],
+        "runs": rows,
+    }
+    data["sections"] = [s for s in data.get("sections", []) if s["title"] != title] + [section]
+    write_results(path, {k: v for k, v in data.items() if k != "machine"}, None, machine_id())
 
 
 if __name__ == "__main__":
