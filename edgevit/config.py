@@ -307,6 +307,14 @@ class CompressConfig(_Strict):
     max_drop: float | None = Field(
         None, ge=0, le=100, description="a pick may lose at most this many top-1 points against the parent"
     )
+    int8: Literal["tune", "ptq"] = Field(
+        "tune",
+        description="INT8 finalists: tune = the accuracy-aware tuner (as `edgevit quantize --method tune`), "
+        "ptq = the export's plain post-training quantization (what every candidate is estimated with)",
+    )
+    int8_max_drop: float = Field(
+        0.5, ge=0, lt=100, description="tune: top-1 points an INT8 finalist may lose against the same one in FP32"
+    )
     rounds: int = Field(5, ge=1, description="interleaved timing rounds per candidate")
     iterations: int = Field(300, ge=10, description="timed calls per candidate, spread over the rounds")
     min_margin: float = Field(

@@ -123,6 +123,20 @@ def test_search_stopped_by_an_unreachable_budget_resumes_without_timing_again(pa
     _the_report_draws_the_search(parent.parent, result, tmp_path)
 
 
+def test_an_int8_finalist_is_tuned_for_accuracy_not_only_ptq(parent: Path) -> None:
+    out = parent.parent / "tiny-int8-search"
+    s = compress(parent, "onnx", 100, out=out, **{**SMALL, "depths": [0.34], "keeps": [0.5], "precisions": ["int8"]})
+    pick = s["budgets"][0]["pick"]
+    assert pick["precision"] == "int8" and Path(pick["folder"]).name in ("int8-tune", "int8-tune-missed")
+    manifest = json.loads((out / "exports" / "onnx" / "int8" / "manifest.json").read_text())
+    assert manifest["quantization"]["method"] == "tune" and manifest["quantization"]["max_drop"] == 0.5
+    assert manifest["verification"]["top1"] == pick["recovered_top1"]
+    ranked = json.loads(
+        (out / "candidates" / pick["candidate"] / "exports" / "onnx" / "int8" / "manifest.json").read_text()
+    )
+    assert ranked["quantization"].get("method", "ptq") == "ptq"  # the explored candidate's plain PTQ ranked it
+
+
 def _the_report_draws_the_search(runs: Path, result: dict, tmp_path: Path) -> None:
     """`edgevit report`'s search section, from the ledger alone: every timed point, each budget with its
     margin, the finalists and the pick where the search says they are."""

@@ -31,6 +31,11 @@ FLAGS = {  # CompressConfig field -> (flag, argparse keywords)
     "finalists": ("--finalists", {"type": int, "help": "architectures fully recovered per budget (2)"}),
     "recover_teacher": ("--recover-teacher", {"choices": ["teacher", "student", "none"], "help": "who teaches"}),
     "max_drop": ("--max-drop", {"type": float, "help": "top-1 points a pick may lose against the parent"}),
+    "int8": (
+        "--int8",
+        {"choices": ["tune", "ptq"], "help": "INT8 finalists: accuracy-aware tuner or plain PTQ (tune)"},
+    ),
+    "int8_max_drop": ("--int8-max-drop", {"type": float, "help": "tune: top-1 points INT8 may lose vs FP32 (0.5)"}),
     "rounds": ("--rounds", {"type": int, "help": "interleaved timing rounds (5)"}),
     "iterations": ("--iterations", {"type": int, "help": "timed calls per candidate over the rounds (300)"}),
     "device": ("--device", {"help": "local, or ssh://user@host[:port] (default: the target's device section)"}),

@@ -9,8 +9,9 @@ target, meets a budget -- a new run of kind `search` whose parent is the distill
 4. Every architecture x precision is exported, verified (its top-1 in the runtime) and timed on
    the target -- here or on the device -- unless the latency cache already has it.
 5. Per budget, the `finalists` best-estimated architectures whose median leaves the margin the
-   measured spread sets are recovered fully, exported again and re-timed side by side; the pick is
-   the most accurate whose re-measured median meets the budget.
+   measured spread sets are recovered fully, exported again (an INT8 one through the accuracy-aware
+   tuner, `int8: tune`) and re-timed side by side; the pick is the most accurate whose re-measured
+   median meets the budget.
 
 Everything lives under runs/<search>/candidates/<name>/ (a student.pt and its exports each, so any
 candidate can be exported or profiled as a run); the pick of the first budget becomes the search
@@ -351,6 +352,28 @@ def _export_row(s: Search, a: dict[str, Any], precision: str, folder: Path, coun
     return row
 
 
+def _tuned_int8(s: Search, a: dict[str, Any], folder: Path) -> Row:
+    """A finalist's INT8 through the accuracy-aware tuner, so the INT8 that competes for the pick keeps its
+    accuracy (within int8_max_drop of its FP32); PTQ only estimated it. Reused when already tuned."""
+    from edgevit.quantize import quantize
+
+    row = Row(a["name"], a["arch"], a["description"], a["macs"], a["params"], "int8")
+    tuned = folder / EXPORTS_DIR / s.target.name / "int8-tune"
+    art = next((d for d in (tuned, tuned.with_name("int8-tune-missed")) if (d / "manifest.json").is_file()), None)
+    try:
+        if art is not None:  # a missed drop is kept under -missed: still this finalist's best INT8, measured
+            check = (read_json(art / "manifest.json", "export manifest", "delete the folder") or {}).get("verification")
+        else:
+            result = quantize(folder, s.target, "tune", s.cfg.int8_max_drop, ledger=False, log=logger.info)
+            art, check = result.artifact.directory, result.verification.to_dict()
+    except EdgevitError as exc:
+        row.note = f"int8 tune failed: {exc}"
+        logger.info("%s int8: %s", a["name"], row.note)
+        return row
+    row.top1_estimate, row.folder = (check or {}).get("top1"), str(art)
+    return row
+
+
 def _extend(s: Search, archs: list[dict], precisions: list[str], build: Callable, student, log) -> None:
     """While a budget is below every timed candidate (plus the margin), add smaller architectures at the
     grid's small end -- half the fewest blocks, half the smallest keep -- and time them too."""
@@ -472,7 +495,8 @@ def _recover_finalists(s: Search, finals, archs, recover, student, meta, log) ->
                     model, m = load_student(a["folder"])
                     recover(model.train(), epochs, folder, f"recover {a['name']}")
                     save_student(folder / STUDENT_FILE, model, {k: v for k, v in m.items() if k != "sha256"})
-            done = _export_row(s, a, r.precision, folder, count=False)
+            tune = r.precision == "int8" and s.cfg.int8 == "tune" and formats.get(s.target.format).tuners
+            done = _tuned_int8(s, a, folder) if tune else _export_row(s, a, r.precision, folder, count=False)
             r.recovered_top1, r.folder, r.note = done.top1_estimate, done.folder, done.note
             log(f"finalist {r.candidate} {r.precision}: {r.recovered_top1}% top-1 after {epochs} epochs")
 
