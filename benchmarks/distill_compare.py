@@ -85,10 +85,13 @@ def main() -> None:
                 "val_top1_dist": s["val_top1_dist"],
                 "teachers": s["teachers"],
                 "seconds": time.perf_counter() - t0,
+                "student_img_s": student_img_s(Path(a.runs) / key.replace("/", "-")),
                 "machine": machine(),
             }
             out.write_text(json.dumps(results, indent=2))
     rows = [r for r in results.values() if r["setting"] in a.settings and r["seed"] in a.seeds]
+    for r in rows:  # runs measured before the field existed
+        r.setdefault("student_img_s", student_img_s(Path(a.runs) / f"{r['setting']}-seed{r['seed']}-ep{r['epochs']}"))
     table = summary(rows, a.settings)
     print("\n" + " | ".join(table["columns"]))
     for row in table["rows"]:
@@ -97,6 +100,13 @@ def main() -> None:
         publish(Path(a.publish), a.title, a.text, table, rows, recipe=a.recipe)
         print(f"published section {a.title!r} in {a.publish}")
     print(f"\nwrote {out}")
+
+
+def student_img_s(run: Path) -> float | None:
+    """The median of the student's per-epoch training images/s (teacher forward or cache lookup included)."""
+    lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []
+    rates = [r["train_img_s"] for r in map(json.loads, filter(None, lines)) if r.get("stage") == "student"]
+    return statistics.median(rates) if rates else None
 
 
 def summary(rows: list[dict], settings: list[str]) -> dict:
@@ -121,6 +131,7 @@ def summary(rows: list[dict], settings: list[str]) -> dict:
                     " / ".join(heads),
                     teachers,
                     ", ".join(f"{r['seconds']:.0f}" for r in group),
+                    ", ".join(f"{r['student_img_s']:.0f}" if r.get("student_img_s") else "-" for r in group),
                 ]
             )
     return {
@@ -134,7 +145,7 @@ def summary(rows: list[dict], settings: list[str]) -> dict:
             "teacher",
             "wall s per run",
         ],
-        "align": ["left", "right", "right", "right", "left", "right", "left", "right"],
+        "align": ["left", "right", "right", "right", "left", "right", "left", "right", "right"],
         "rows": out,
     }
 

@@ -2,7 +2,7 @@
 `edgevit distill`, side by side in one run: same data, student, teacher, augmentation and batch.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/timm_kd_compare.py [--epochs 3] [--repeats 2] [--threads 2]
-        [--aug deit|light] [--workers 0] [--precision fp32|bf16|defaults]
+        [--aug deit|light] [--workers 0] [--precision fp32|bf16|defaults] [--kd token|feature]
         [--timm-git DIR --timm-rev REV | --train-py PATH]
 
 Student: 6-layer DeiT-Tiny with distillation token, patch 8, 32 px, 10 classes. Teacher: ResNet-18,
@@ -46,6 +46,13 @@ from pathlib import Path
 from _machine import write_json  # benchmarks/: the JSON with the machine it was measured on
 
 STUDENT = "deit_tiny_distilled_patch16_224"
+KD = {  # --kd: what each tool distils. token: DeiT's hard label on the distillation token, in both.
+    # feature: timm's FeatureDistillationTask (pooled pre-logit features, a linear projector, MSE) vs
+    # edgevit's `feature` (teacher stage maps <-> student blocks through projectors, + hard): each tool's
+    # own feature distillation from a live teacher (a feature loss cannot replay a logit cache)
+    "token": {"timm": ["--kd-distill-type", "token", "--kd-token-distill-type", "hard"], "edgevit": "hard"},
+    "feature": {"timm": ["--kd-distill-type", "feature"], "edgevit": "feature"},
+}
 AUG = {  # DeiT's defaults (timm/DeiT), or the quickstart recipe's light augmentation
     "deit": dict(
         auto_augment="rand-m9-mstd0.5-inc1",
@@ -150,10 +157,7 @@ def timm_cmd(a: argparse.Namespace, train_py: Path, data: Path, out: Path, name:
         "0.1",
         "--kd-model-name",
         "resnet18",
-        "--kd-distill-type",
-        "token",
-        "--kd-token-distill-type",
-        "hard",
+        *KD[a.kd]["timm"],
         "--task-loss-weight",
         "0.5",
         "-b",
@@ -225,7 +229,11 @@ def edgevit_cmd(a: argparse.Namespace, data: Path, out: Path, name: str) -> list
             "channels_last": layout,
         },
         "student": {"name": STUDENT, "patch_size": 8, "drop_path": 0.1, "kwargs": {"depth": 6}},
-        "distill": {"type": "hard", "alpha": 0.5, "cache_teacher": "auto" if a.precision == "defaults" else False},
+        "distill": {
+            "type": KD[a.kd]["edgevit"],
+            "alpha": 0.5,
+            "cache_teacher": "auto" if a.precision == "defaults" and a.kd == "token" else False,
+        },
         "optim": {
             "opt": "adamw",
             "lr": 1e-3,
@@ -279,6 +287,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--aug", choices=sorted(AUG), default="deit")
     ap.add_argument("--precision", choices=["fp32", "bf16", "defaults"], default="fp32")
+    ap.add_argument("--kd", choices=sorted(KD), default="token", help="token (hard) or feature distillation")
     ap.add_argument(
         "--omp-wait-policy",
         choices=["PASSIVE", "ACTIVE", "unset"],
@@ -328,7 +337,7 @@ def main() -> None:
     ratio = med["edgevit"] / med["timm"]
     load = os.getloadavg()
     print(
-        f"\nDeiT-Ti/8 (6 layers, 32 px) <- ResNet-18 hard token KD, batch {a.batch}, {a.aug} aug, {a.threads} threads, "
+        f"\nDeiT-Ti/8 (6 layers, 32 px) <- ResNet-18 {a.kd} KD, batch {a.batch}, {a.aug} aug, {a.threads} threads, "
         f"{a.workers} workers, precision {a.precision}, OMP_WAIT_POLICY {a.omp_wait_policy}; "
         f"timm train.py from {source}"
     )
@@ -352,6 +361,7 @@ def main() -> None:
             "workers": a.workers,
             "aug": a.aug,
             "precision": a.precision,
+            "kd": a.kd,
             "omp_wait_policy": a.omp_wait_policy,
             "timm_train_py": source,
             "median_img_s": med,
