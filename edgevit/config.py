@@ -289,7 +289,8 @@ class CompressConfig(_Strict):
     )
     depths: list[float] = Field(
         [1.0, 0.67, 0.5, 0.34],
-        description="DeiT/ConvMixer depths to try, as shares of the parent's blocks (the least useful blocks go)",
+        description="depths to try, as shares of the parent's blocks (DeiT, ConvMixer, PVT-v2 over its stages; "
+        "the least useful blocks go)",
     )
     keeps: list[float] = Field(
         [1.0, 0.7, 0.5, 0.35],

@@ -63,7 +63,7 @@ def test_the_block_that_does_nothing_is_removed_first(parent: Path) -> None:
         for layer in (block.attn.proj, block.mlp.fc2):
             layer.weight.zero_()
             layer.bias.zero_()
-    assert removal_order(model, _val(parent))[0] == 1
+    assert removal_order(model, _val(parent))[0] == ("blocks", 1)
 
 
 def test_architectures_drop_blocks_round_widths_and_save_exactly(parent: Path, tmp_path: Path) -> None:
@@ -81,6 +81,27 @@ def test_architectures_drop_blocks_round_widths_and_save_exactly(parent: Path, t
         again, _ = load_student(tmp_path / "s.pt")
         with torch.no_grad():
             assert torch.equal(again(x[:4]), a.model.eval()(x[:4]))
+
+
+def test_pvt_depth_is_searched_per_stage_and_saves_exactly(tmp_path: Path) -> None:
+    from edgevit.compress.space import block_lists
+
+    run = train_tiny_student(tmp_path / "pvt", "pvt_v2_b0", extra={"depths": (2, 1, 2, 1)}, steps=30)
+    model, meta = load_student(run)
+    x, y = _val(run, 64)
+    order = removal_order(model, (x, y))
+    assert len(order) == 6 - 4 and all(path.startswith("stages.") for path, _ in order)  # each stage keeps 1
+    archs = list(architectures(model, meta, [1.0, 0.67], [1.0], (x, y), []))
+    assert [a.name for a in archs] == ["d6-k100", "d4-k100"]
+    small = archs[1]
+    per_stage = [len(b) for b in block_lists(small.model).values()]
+    assert sum(per_stage) == 4 and min(per_stage) == 1 and tuple(per_stage) == small.meta["create_kwargs"]["depths"]
+    assert small.macs < archs[0].macs and small.description().startswith("blocks " + "-".join(map(str, per_stage)))
+    assert [len(b) for b in block_lists(model).values()] == [2, 1, 2, 1]  # the parent keeps its blocks
+    save_student(tmp_path / "s.pt", small.model, small.meta)
+    again, _ = load_student(tmp_path / "s.pt")
+    with torch.no_grad():
+        assert torch.equal(again(x[:4]), small.model.eval()(x[:4]))
 
 
 def test_search_stopped_by_an_unreachable_budget_resumes_without_timing_again(parent: Path, tmp_path: Path) -> None:

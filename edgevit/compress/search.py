@@ -396,10 +396,9 @@ def _extend(s: Search, archs: list[dict], precisions: list[str], build: Callable
 
 
 def _depth(model) -> int | None:
-    from edgevit.compress.space import _blocks
+    from edgevit.compress.space import n_blocks
 
-    blocks = _blocks(model)
-    return len(blocks) if blocks is not None else None
+    return n_blocks(model)
 
 
 def _smaller(depths: list[float], keeps: list[float], n: int | None) -> tuple[list[float], list[float]] | None:

@@ -1,11 +1,11 @@
 """The search space: pruned architectures of one student, made with Torch-Pruning (edgevit/prune/).
 
-Two knobs, as NetAdapt and Once-for-All have them: depth (whole blocks removed, DeiT and ConvMixer)
-and width (the share of each remaining block's MACs kept: MLP hidden width, head dims and the
-embedding or channel width, through `prune_model`). Which blocks go is measured, not assumed: one
-greedy pass on the parent removes, each time, the block whose removal costs the least held-out
-top-1; a depth then keeps the blocks that pass left last. PVT-v2's per-stage depths are not
-searched (widths only).
+Two knobs, as NetAdapt and Once-for-All have them: depth (whole blocks removed: DeiT's and
+ConvMixer's blocks, PVT-v2's blocks in every stage) and width (the share of each remaining block's
+MACs kept: MLP hidden width, head dims and the embedding or channel width, through `prune_model`).
+Which blocks go is measured, not assumed: one greedy pass on the parent removes, each time, the
+block whose removal costs the least held-out top-1 (in PVT-v2 from any stage, each stage keeping
+one); a depth (a share of all the blocks) then keeps the blocks that pass left last.
 
 An architecture is named by the shapes of all its tensors (`arch_key`): two candidates with the
 same key run the same kernels, so a latency measured for one is the other's.
@@ -57,8 +57,12 @@ def arch_key(model: nn.Module, img_size: int) -> str:
 def describe(model: nn.Module, depth: int | None = None) -> str:
     """A short human name: blocks, embedding width, MLP width and heads of the first block."""
     net = _backbone(model)
-    blocks = getattr(net, "blocks", None)
-    parts = [f"{len(blocks) if blocks is not None else depth} blocks"] if blocks is not None or depth else []
+    lists = block_lists(model)
+    if len(lists) > 1:  # PVT-v2: blocks per stage
+        parts = ["blocks " + "-".join(str(len(b)) for b in lists.values())]
+    else:
+        blocks = getattr(net, "blocks", None)
+        parts = [f"{len(blocks) if blocks is not None else depth} blocks"] if blocks is not None or depth else []
     width = getattr(net, "num_features", None)
     if width:
         parts.append(f"width {width}")
@@ -71,9 +75,20 @@ def describe(model: nn.Module, depth: int | None = None) -> str:
     return ", ".join(parts)
 
 
-def _blocks(model: nn.Module) -> nn.Sequential | None:
-    blocks = getattr(_backbone(model), "blocks", None)
-    return blocks if isinstance(blocks, nn.Sequential) and family(model) in ("deit", "convmixer") else None
+def block_lists(model: nn.Module) -> dict[str, nn.Module]:
+    """The block sequences whose depth is searched, by path in the backbone: DeiT's and ConvMixer's
+    `blocks`, PVT-v2's `stages.<i>.blocks`; {} for a family whose depth is fixed."""
+    net, fam = _backbone(model), family(model)
+    if fam in ("deit", "convmixer") and isinstance(getattr(net, "blocks", None), nn.Sequential):
+        return {"blocks": net.blocks}
+    if fam == "pvt_v2":
+        return {f"stages.{i}.blocks": stage.blocks for i, stage in enumerate(net.stages)}
+    return {}
+
+
+def n_blocks(model: nn.Module) -> int | None:
+    lists = block_lists(model)
+    return sum(len(b) for b in lists.values()) if lists else None
 
 
 def _accuracy(model: nn.Module, images: tuple[torch.Tensor, torch.Tensor]) -> float:
@@ -82,32 +97,41 @@ def _accuracy(model: nn.Module, images: tuple[torch.Tensor, torch.Tensor]) -> fl
         return float((model(x).argmax(1) == y).float().mean())
 
 
-def removal_order(model: nn.Module, images: tuple[torch.Tensor, torch.Tensor]) -> list[int]:
-    """Block indices in the order a greedy pass removes them (least harmful first); [] when the
-    family's depth is not searched."""
-    blocks = _blocks(model)
-    if blocks is None:
-        return []
-    alive, order = list(range(len(blocks))), []
-    while len(alive) > 1:
-        scores = []
-        for i in alive:
-            trial = _with_blocks(model, [j for j in alive if j != i])
-            scores.append((-_accuracy(trial, images), i))
+Block = tuple[str, int]  # (path of its sequence, index in it)
+
+
+def removal_order(model: nn.Module, images: tuple[torch.Tensor, torch.Tensor]) -> list[Block]:
+    """Blocks in the order a greedy pass removes them (least harmful first; every sequence keeps one);
+    [] when the family's depth is not searched."""
+    lists = block_lists(model)
+    alive = [(path, i) for path, blocks in lists.items() for i in range(len(blocks))]
+    order: list[Block] = []
+    while True:
+        left = {path: sum(p == path for p, _ in alive) for path in lists}
+        removable = [b for b in alive if left[b[0]] > 1]
+        if not removable:
+            return order
+        scores = [(-_accuracy(_with_blocks(model, [a for a in alive if a != b]), images), b) for b in removable]
         _, worst = min(scores)  # the block whose removal keeps the highest accuracy
         order.append(worst)
         alive.remove(worst)
-    return order
 
 
-def _with_blocks(model: nn.Module, keep: list[int]) -> nn.Module:
-    """A shallow copy of `model` whose block sequence holds only `keep` (the weights are shared)."""
-    original = _blocks(model)
+def _with_blocks(model: nn.Module, keep: list[Block]) -> nn.Module:
+    """A shallow copy of `model` whose block sequences hold only `keep` (the weights are shared)."""
     clone = _shallow(model)
     net = clone
-    if hasattr(model, "backbone") and _backbone(model) is not model:
+    if _backbone(model) is not model:
         clone.backbone = net = _shallow(model.backbone)
-    net.blocks = nn.Sequential(*[original[i] for i in keep])
+    for path, blocks in block_lists(model).items():
+        *parents, leaf = path.split(".")
+        holder = net
+        for name in parents:  # copy each module on the way, so the original keeps its blocks
+            child = _shallow(holder._modules[name])
+            holder._modules[name] = child
+            holder = child
+        kept = [blocks[i] for p, i in keep if p == path]
+        holder._modules[leaf] = nn.Sequential(*kept) if isinstance(blocks, nn.Sequential) else nn.ModuleList(kept)
     return clone
 
 
@@ -117,13 +141,17 @@ def _shallow(module: nn.Module) -> nn.Module:
     return clone
 
 
-def drop_blocks(model: nn.Module, meta: dict[str, Any], order: list[int], depth: int) -> tuple[nn.Module, dict]:
-    """A copy with `depth` blocks (the first removed in `order` go) and metadata that rebuilds it."""
-    blocks = _blocks(model)
-    gone = set(order[: len(blocks) - depth])
-    out = copy.deepcopy(_with_blocks(model, [i for i in range(len(blocks)) if i not in gone]))
+def drop_blocks(model: nn.Module, meta: dict[str, Any], order: list[Block], depth: int) -> tuple[nn.Module, dict]:
+    """A copy with `depth` blocks in all (the first removed in `order` go) and metadata that rebuilds it."""
+    lists = block_lists(model)
+    gone = set(order[: n_blocks(model) - depth])
+    out = copy.deepcopy(
+        _with_blocks(model, [(p, i) for p, b in lists.items() for i in range(len(b)) if (p, i) not in gone])
+    )
     meta = copy.deepcopy(meta)
-    meta["create_kwargs"] = {**meta["create_kwargs"], "depth": depth}
+    kept = [len(b) for b in block_lists(out).values()]
+    size = {"depths": tuple(kept)} if family(model) == "pvt_v2" else {"depth": kept[0]}
+    meta["create_kwargs"] = {**meta["create_kwargs"], **size}
     _match_fresh(out, meta)
     return out, meta
 
@@ -142,11 +170,11 @@ def _match_fresh(model: nn.Module, meta: dict[str, Any]) -> None:
 
 def depths_for(model: nn.Module, shares: Iterable[float]) -> list[int | None]:
     """The block counts the depth shares name (deduplicated, at least 1); [None] where depth is fixed."""
-    blocks = _blocks(model)
-    if blocks is None:
+    n = n_blocks(model)
+    if n is None:
         return [None]
-    n = len(blocks)
-    return sorted({max(1, round(s * n)) for s in shares}, reverse=True)
+    least = len(block_lists(model))  # every sequence keeps a block
+    return sorted({max(least, round(s * n)) for s in shares}, reverse=True)
 
 
 def architectures(
@@ -165,7 +193,7 @@ def architectures(
     img = int(meta["img_size"])
     example = torch.zeros(1, 3, img, img)
     images = (images[0][:EVAL_IMAGES], images[1][:EVAL_IMAGES])
-    order = removal_order(student, images) if _blocks(student) is not None and min(depths) < 1 else []
+    order = removal_order(student, images) if n_blocks(student) is not None and min(depths) < 1 else []
     if order:
         logger.info("blocks by usefulness (removed first to last): %s", order)
     skip, seen = set(skip), set()
@@ -177,7 +205,7 @@ def architectures(
                 yield Arch(name, None, {}, depth, keep, math.nan, 0)  # type: ignore[arg-type]
                 continue
             if base is None:
-                full = depth is None or depth == len(_blocks(student))
+                full = depth is None or depth == n_blocks(student)
                 base, base_meta = (student, meta) if full else drop_blocks(student, meta, order, depth)
                 if batches:
                     importance_signal(base, batches, "taylor")
