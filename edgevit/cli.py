@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
+import logging
 import re
 import signal
 import sys
 import threading
 from typing import Callable
 
-from edgevit import __version__
+from edgevit import __version__, openmp
 from edgevit.console import install_log_handler
 from edgevit.errors import EdgevitError
 
@@ -43,6 +43,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _command_in(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def _parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
     parser = argparse.ArgumentParser(
         prog="edgevit",
@@ -52,7 +56,7 @@ def _parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict[str, Callabl
     parser.add_argument("--version", action="version", version=f"edgevit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     runners: dict[str, Callable[[argparse.Namespace], int]] = {}
-    wanted = next((a for a in argv if not a.startswith("-")), None)
+    wanted = _command_in(argv)
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name != wanted:  # import only the module of the command being run
@@ -95,12 +99,12 @@ def _terminated(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting OpenMP threads starve 2-core machines
+    argv = sys.argv[1:] if argv is None else argv
+    wait_policy = openmp.set_wait_policy(_command_in(argv))  # before a command's module loads torch
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminated)
     parser, command = None, None
     try:
-        argv = sys.argv[1:] if argv is None else argv
         parser, runners = _parser(argv)
         args = parser.parse_args(argv)
         command = args.command
@@ -108,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 0
         install_log_handler()
+        level = logging.INFO if command in openmp.TRAINING_COMMANDS else logging.DEBUG
+        logging.getLogger("edgevit.openmp").log(level, wait_policy)
         return int(runners[args.command](args) or 0)
     except EdgevitError as exc:
         print(f"edgevit: error: {_as_flag(exc, parser, command)}", file=sys.stderr)
