@@ -120,6 +120,17 @@ def test_agent_runs_remotely_and_returns_numbers(sshd: dict, artifact: Path) -> 
     assert not list(Path("/tmp").glob("edgevit-*/artifact/manifest.json"))
 
 
+def test_staging_copies_each_artifact_once_and_removes_it_at_the_end(sshd: dict, artifact: Path) -> None:
+    """A search times each candidate in several rounds: inside staging() it travels to the device once."""
+    r = runner(sshd)
+    with r.staging():
+        for _ in range(3):
+            assert r.profile_agent(artifact, threads=1, iterations=5, warmup=1).stats.iterations == 5
+        folder = Path(r._staged["dir"])  # the device is this machine: its folder can be listed here
+        assert sorted(p.name for p in folder.iterdir()) == ["artifact-0", "pkg"]
+    assert not folder.exists()
+
+
 def test_agent_profiles_an_executorch_program(sshd: dict, tmp_path: Path) -> None:
     """A .pte (XNNPACK delegate) is profiled on the device like any artifact, load time included."""
     pytest.importorskip("executorch", reason="the [executorch] extra is not installed")

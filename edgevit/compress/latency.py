@@ -104,17 +104,22 @@ def time_folders(folders: dict[str, Path], target: Any, device: Any, timing: Any
 def _time_remote(folders: dict[str, Path], target: Any, device: Any, timing: Any, rounds: int) -> dict[str, dict]:
     """Round by round, each artifact once per round on the device (its own tool), so a device's load
     spreads over all of them; the result is the last round's, its median the median over rounds."""
+    import contextlib
     from dataclasses import replace
 
-    from edgevit.profile.stage import profile_artifact_on
+    from edgevit import formats
+    from edgevit.profile.stage import profile_artifact_on, ssh_runner
 
     per_round = replace(timing, iterations=max(1, -(-timing.iterations // rounds)))
     medians: dict[str, list[float]] = {k: [] for k in folders}
     last: dict[str, Any] = {}
-    for _ in range(rounds):
-        for key, folder in folders.items():
-            last[key] = profile_artifact_on(folder, target, device, per_round)
-            medians[key].append(last[key].stats.median_ms)
+    ssh = ssh_runner(device, target)
+    agent = formats.get(target.format).timer != "trtexec"  # the agent's artifacts go to the device once
+    with ssh.staging() if agent else contextlib.nullcontext():
+        for _ in range(rounds):
+            for key, folder in folders.items():
+                last[key] = profile_artifact_on(folder, target, device, per_round, ssh=ssh)
+                medians[key].append(last[key].stats.median_ms)
     out = {}
     for key, result in last.items():
         out[key] = entry(medians[key], result)

@@ -17,6 +17,7 @@ Two device tools:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
@@ -25,7 +26,7 @@ import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 from edgevit.errors import EdgevitError
@@ -116,6 +117,7 @@ class SshRunner:
         self.workdir = workdir
         self.python = python
         self.ssh = ssh
+        self._staged: dict[str, Any] | None = None  # inside staging(): the device's folder and what it holds
         if self.known_hosts and not Path(self.known_hosts).is_file():
             raise EdgevitError(f"known_hosts file {self.known_hosts} does not exist")
         if self.identity and not Path(self.identity).is_file():
@@ -208,6 +210,31 @@ class SshRunner:
         except EdgevitError:
             pass
 
+    @contextlib.contextmanager
+    def staging(self) -> Iterator["SshRunner"]:
+        """Within it the package and each artifact are copied to the device once, not per call (a
+        search times every candidate in several rounds), and removed at the end."""
+        self._staged = {"dir": self.make_tempdir(), "sent": {}}
+        try:
+            yield self
+        finally:
+            self.cleanup(self._staged["dir"])
+            self._staged = None
+
+    def _on_device(self, artifact_dir: Path) -> tuple[str, str, bool]:
+        """(the device folder, the artifact's path there, whether the folder is this call's own)."""
+        if self._staged is None:
+            tmp = self.make_tempdir()
+            self.upload(tmp, {"artifact": artifact_dir, "pkg/edgevit": PACKAGE_ROOT})
+            return tmp, f"{tmp}/artifact", True
+        tmp, sent = self._staged["dir"], self._staged["sent"]
+        key = str(artifact_dir.resolve())
+        if key not in sent:
+            name = f"artifact-{len(sent)}"
+            self.upload(tmp, {name: artifact_dir, **({} if sent else {"pkg/edgevit": PACKAGE_ROOT})})
+            sent[key] = f"{tmp}/{name}"
+        return tmp, sent[key], False
+
     # -------------------------------------------------------------------------------- tools
     def profile_agent(
         self,
@@ -220,10 +247,8 @@ class SshRunner:
         options: dict[str, Any] | None = None,
     ) -> ProfileResult:
         """Run `python -m edgevit.profile.agent` on the device against a copy of the artifact."""
-        artifact_dir = Path(artifact_dir)
-        tmp = self.make_tempdir()
+        tmp, remote_artifact, own = self._on_device(Path(artifact_dir))
         try:
-            self.upload(tmp, {"artifact": artifact_dir, "pkg/edgevit": PACKAGE_ROOT})
             remote = [
                 "env",
                 f"PYTHONPATH={tmp}/pkg",
@@ -231,7 +256,7 @@ class SshRunner:
                 self.python,
                 "-m",
                 "edgevit.profile.agent",
-                f"{tmp}/artifact",
+                remote_artifact,
                 "--iterations",
                 str(iterations),
                 "--warmup",
@@ -245,7 +270,8 @@ class SshRunner:
                 remote += ["--option", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
             proc = self.run(remote, "running the agent", check=False)
         finally:
-            self.cleanup(tmp)
+            if own:
+                self.cleanup(tmp)
         out = proc.stdout.decode(errors="replace").strip().splitlines()
         err = proc.stderr.decode(errors="replace").strip().splitlines()
         if proc.returncode == 127 or (not out and any("not found" in e for e in err)):

@@ -142,9 +142,15 @@ def _profile_baseline(run_dir: Path, device: Device, timing: Timing) -> ProfileR
 
 
 def profile_artifact_on(
-    folder: Path, target: Any, device: Device, timing: Timing, options: dict[str, Any] | None = None
+    folder: Path,
+    target: Any,
+    device: Device,
+    timing: Timing,
+    options: dict[str, Any] | None = None,
+    ssh: Any = None,
 ) -> ProfileResult:
-    """One artifact folder timed on `device` with the tool its format needs there."""
+    """One artifact folder timed on `device` with the tool its format needs there (`ssh`: a runner to
+    reuse, e.g. one inside `staging()`)."""
     from edgevit.profile import runners
 
     kw = dict(threads=timing.threads, iterations=timing.iterations, warmup=timing.warmup)
@@ -153,7 +159,7 @@ def profile_artifact_on(
         if on_device:
             return _local_trtexec(folder, folder.name.split("-")[0], device, timing)
         return runners.profile_artifact(folder, batch=timing.batch, options=options, **kw)
-    ssh = ssh_runner(device, target)
+    ssh = ssh or ssh_runner(device, target)
     if on_device:
         tool = device.remote_tool or (target.device.tool if "trtexec" in (target.device.tool or "") else None)
         return ssh.profile_trtexec(
