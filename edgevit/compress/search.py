@@ -210,13 +210,13 @@ def compress(
 
 def _search(s: Search, parent_dir: Path, ledger: Ledger, log: Callable[[str], None], progress: Any) -> dict:
     from edgevit.data import build_datasets
-    from edgevit.prune.pipeline import _importance_batches, _parent_recipe, _recovery_recipe, _teacher
+    from edgevit.prune.pipeline import importance_batches, parent_recipe, recovery_recipe, recovery_teacher
     from edgevit.train import evaluate
 
     t0 = time.perf_counter()
     cfg = s.cfg
     student, meta = load_student(parent_dir)
-    parent = _parent_recipe(parent_dir)
+    parent = parent_recipe(parent_dir)
     want_teacher = cfg.recover_teacher == "teacher" and (cfg.estimate_epochs or cfg.recover_epochs)
     if want_teacher and (parent is None or parent.distill.type == "none"):
         raise EdgevitError(
@@ -224,7 +224,7 @@ def _search(s: Search, parent_dir: Path, ledger: Ledger, log: Callable[[str], No
             "recover_teacher",
         )
     prune_cfg = PruneConfig(recover_epochs=cfg.recover_epochs, recover_teacher=cfg.recover_teacher)
-    recipe = _recovery_recipe(parent, meta, prune_cfg, None)
+    recipe = recovery_recipe(parent, meta, prune_cfg, None)
     data = build_datasets(recipe.data, recipe.aug)
     plain = build_datasets(recipe.data, None, crop_pct=recipe.aug.crop_pct)
     parent_top1 = evaluate(student, data.val)["top1"]
@@ -232,7 +232,7 @@ def _search(s: Search, parent_dir: Path, ledger: Ledger, log: Callable[[str], No
         f"parent {parent_dir.name}: {parent_top1:.2f}% top-1; searching {s.target.name} with {s.timing.threads} threads"
     )
     who = cfg.recover_teacher if (cfg.estimate_epochs or cfg.recover_epochs) else "none"
-    teacher, _, cache, rounds = _teacher(who, parent, parent_dir, recipe, data, s.run_dir, log, progress)
+    teacher, _, cache, rounds = recovery_teacher(who, parent, parent_dir, recipe, data, s.run_dir, log, progress)
 
     def recover(model: torch.nn.Module, epochs: int, folder: Path, label: str) -> None:
         from edgevit.prune.pipeline import recover as train
@@ -242,7 +242,7 @@ def _search(s: Search, parent_dir: Path, ledger: Ledger, log: Callable[[str], No
             train(model, teacher, recipe, data, epochs, folder, label, log, progress, cache, rounds)
 
     images = _val_tensors(plain.val)
-    batches = _importance_batches(plain, recipe.data.batch_size, recipe.seed)
+    batches = importance_batches(plain, recipe.data.batch_size, recipe.seed)
     archs = _build(s, student, meta, images, batches, recover, evaluate, data, log)
     precisions = _screen(s, archs, log)  # its rows are the first of the front
     done = {(r.candidate, r.precision) for r in s.rows}

@@ -24,8 +24,8 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from edgevit.models.checkpoint import _fresh
-from edgevit.prune.engine import _backbone, count, family, importance_signal, prune_model
+from edgevit.models.checkpoint import fresh_model
+from edgevit.prune.engine import backbone_of, count, family, importance_signal, prune_model
 
 logger = logging.getLogger("edgevit.compress")
 EVAL_IMAGES = 512  # block ranking evaluates on at most this many held-out images
@@ -56,7 +56,7 @@ def arch_key(model: nn.Module, img_size: int) -> str:
 
 def describe(model: nn.Module, depth: int | None = None) -> str:
     """A short human name: blocks, embedding width, MLP width and heads of the first block."""
-    net = _backbone(model)
+    net = backbone_of(model)
     lists = block_lists(model)
     if len(lists) > 1:  # PVT-v2: blocks per stage
         parts = ["blocks " + "-".join(str(len(b)) for b in lists.values())]
@@ -78,7 +78,7 @@ def describe(model: nn.Module, depth: int | None = None) -> str:
 def block_lists(model: nn.Module) -> dict[str, nn.Module]:
     """The block sequences whose depth is searched, by path in the backbone: DeiT's and ConvMixer's
     `blocks`, PVT-v2's `stages.<i>.blocks`; {} for a family whose depth is fixed."""
-    net, fam = _backbone(model), family(model)
+    net, fam = backbone_of(model), family(model)
     if fam in ("deit", "convmixer") and isinstance(getattr(net, "blocks", None), nn.Sequential):
         return {"blocks": net.blocks}
     if fam == "pvt_v2":
@@ -121,7 +121,7 @@ def _with_blocks(model: nn.Module, keep: list[Block]) -> nn.Module:
     """A shallow copy of `model` whose block sequences hold only `keep` (the weights are shared)."""
     clone = _shallow(model)
     net = clone
-    if _backbone(model) is not model:
+    if backbone_of(model) is not model:
         clone.backbone = net = _shallow(model.backbone)
     for path, blocks in block_lists(model).items():
         *parents, leaf = path.split(".")
@@ -159,7 +159,7 @@ def drop_blocks(model: nn.Module, meta: dict[str, Any], order: list[Block], dept
 def _match_fresh(model: nn.Module, meta: dict[str, Any]) -> None:
     """Parameterless modules (DropPath or Identity, chosen per depth index) as a fresh build at the new
     depth has them, so the student file rebuilds the model exactly."""
-    fresh = dict(_fresh(meta["model_name"], meta["create_kwargs"]).named_modules())
+    fresh = dict(fresh_model(meta["model_name"], meta["create_kwargs"]).named_modules())
     for name, module in list(model.named_modules()):
         ref = fresh.get(name)
         if ref is None or type(ref) is type(module) or any(True for _ in module.parameters()):

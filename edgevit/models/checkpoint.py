@@ -41,7 +41,7 @@ def _attributes(module: nn.Module) -> dict[str, Any]:
     return {k: v for k, v in vars(module).items() if not k.startswith("_") and k not in _NOT_STRUCTURE and _plain(v)}
 
 
-def _fresh(model_name: str, create_kwargs: dict[str, Any], device: str = "meta") -> nn.Module:
+def fresh_model(model_name: str, create_kwargs: dict[str, Any], device: str = "meta") -> nn.Module:
     """The student as `create_student` builds it (on the meta device: shapes only, no RNG use)."""
     with torch.device(device):
         return create_student(model_name, dict(create_kwargs))
@@ -49,7 +49,7 @@ def _fresh(model_name: str, create_kwargs: dict[str, Any], device: str = "meta")
 
 def structure_of(model: nn.Module, model_name: str, create_kwargs: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per module, the plain attributes that differ from a fresh build (empty for an unchanged model)."""
-    fresh = dict(_fresh(model_name, create_kwargs).named_modules())
+    fresh = dict(fresh_model(model_name, create_kwargs).named_modules())
     out: dict[str, dict[str, Any]] = {}
     for name, module in model.named_modules():
         ref = fresh.get(name)

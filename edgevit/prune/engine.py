@@ -79,12 +79,12 @@ def check_options(ratio: float, by: str, importance: str, attention: str = "dims
 
 
 # ------------------------------------------------------------------------------------ families
-def _backbone(model: nn.Module) -> nn.Module:
+def backbone_of(model: nn.Module) -> nn.Module:
     return getattr(model, "backbone", model)  # edgevit's DistilledHeadStudent wraps a timm model
 
 
 def family(model: nn.Module) -> str:
-    net = _backbone(model)
+    net = backbone_of(model)
     if isinstance(net, VisionTransformer):
         return "deit"
     if isinstance(net, PyramidVisionTransformerV2):
@@ -127,7 +127,7 @@ def _query_rows(attn: nn.Module) -> tuple[nn.Linear, int]:
 def _ignored(model: nn.Module, embed: bool) -> list[nn.Module]:
     ignored = classifiers(model)
     if family(model) == "deit" and not embed:  # the residual width's group contains the patch embedding
-        ignored.append(_backbone(model).patch_embed.proj)
+        ignored.append(backbone_of(model).patch_embed.proj)
     return ignored
 
 
@@ -148,7 +148,7 @@ def sync_attributes(model: nn.Module) -> None:
             a.attn_dim = a.num_heads * head_dim
         else:
             a.dim = a.q.in_features
-    net = _backbone(model)
+    net = backbone_of(model)
     head = net.get_classifier()
     head = head[0] if isinstance(head, (tuple, list)) else head
     if isinstance(head, nn.Linear) and hasattr(net, "num_features"):

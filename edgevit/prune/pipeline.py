@@ -46,11 +46,11 @@ def find_run(run: str | Path, runs_dir: str | Path | None = None) -> Path:
     return path
 
 
-def _parent_recipe(run_dir: Path) -> Recipe | None:
+def parent_recipe(run_dir: Path) -> Recipe | None:
     return load_recipe(str(run_dir / "recipe.yaml"))[0] if (run_dir / "recipe.yaml").is_file() else None
 
 
-def _recovery_recipe(parent: Recipe | None, meta: dict[str, Any], cfg: PruneConfig, seed: int | None) -> Recipe:
+def recovery_recipe(parent: Recipe | None, meta: dict[str, Any], cfg: PruneConfig, seed: int | None) -> Recipe:
     """The parent's recipe (data, augmentation, optimizer, distillation) with the recovery's epochs,
     lr, warm-up and seed; a run without recipe.yaml gets the defaults on its own data."""
     recipe = parent or Recipe(name=str(meta.get("model_name", "student")), data=meta.get("data") or {})
@@ -58,14 +58,14 @@ def _recovery_recipe(parent: Recipe | None, meta: dict[str, Any], cfg: PruneConf
     return recipe.model_copy(update={"optim": optim, "prune": cfg, "seed": recipe.seed if seed is None else seed})
 
 
-def _importance_batches(data: Datasets, batch_size: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def importance_batches(data: Datasets, batch_size: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """A few shuffled batches of the training split, without augmentation."""
     gen = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(data.train, batch_size=batch_size, shuffle=True, generator=gen)
     return [batch for batch, _ in zip(loader, range(IMPORTANCE_BATCHES))]
 
 
-def _teacher(
+def recovery_teacher(
     kind: str,
     parent: Recipe | None,
     parent_dir: Path,
@@ -208,14 +208,14 @@ def prune(
     )
     parent_dir = find_run(run, runs_dir)
     student, meta = load_student(parent_dir)
-    parent = _parent_recipe(parent_dir)
+    parent = parent_recipe(parent_dir)
     if recover_epochs and recover_teacher == "teacher" and (parent is None or parent.distill.type == "none"):
         raise EdgevitError(
             f"run {parent_dir.name} has no teacher to recover from (no recipe.yaml, or trained "
             f"without distillation): use recover_teacher student or none",
             "recover_teacher",
         )
-    recipe = _recovery_recipe(parent, meta, cfg, seed)
+    recipe = recovery_recipe(parent, meta, cfg, seed)
     run_dir = Path(out) if out else numbered_run_dir(parent_dir.parent, f"{parent_dir.name}-prune{round(ratio * 100)}")
     check_run_name(run_dir.name)
     if (run_dir / STUDENT_FILE).exists() or (run_dir / "recipe.yaml").exists():
@@ -254,7 +254,7 @@ def _step(
     example = torch.zeros(1, 3, recipe.data.img_size, recipe.data.img_size)
     torch.manual_seed(recipe.seed + i)
     batches = (
-        _importance_batches(plain, recipe.data.batch_size, recipe.seed + i) if cfg.importance != "magnitude" else []
+        importance_batches(plain, recipe.data.batch_size, recipe.seed + i) if cfg.importance != "magnitude" else []
     )
     importance_signal(model, batches, cfg.importance)
     now = count(model, example)[0 if cfg.by == "macs" else 1]
@@ -307,7 +307,7 @@ def _prune(
     base = macs0 if cfg.by == "macs" else params0
     log(f"parent {parent_dir.name}: {parent_top1:.2f}% top-1, {params0 / 1e6:.3f} M params, {macs0 / 1e6:.2f} M MACs")
     who = cfg.recover_teacher if cfg.recover_epochs else "none"
-    teacher, tinfo, cache, rounds = _teacher(who, parent, parent_dir, recipe, data, run_dir, log, progress)
+    teacher, tinfo, cache, rounds = recovery_teacher(who, parent, parent_dir, recipe, data, run_dir, log, progress)
     model, history = student, []
     for i, epochs in enumerate(_split(cfg.recover_epochs, cfg.steps), start=1):
         model, row = _step(model, i, base, epochs, recipe, data, plain, run_dir, log, progress, teacher, cache, rounds)
