@@ -112,19 +112,22 @@ def write_json(path: str | Path, results: dict[str, Any], load_before: list[floa
 
 
 # the machines benchmarks/results/ names its files by; their labels and what they are usually like
-LABELS = {"xeon": "Xeon (AMX)", "zen3": "Zen 3 EPYC", "zen5": "Zen 5"}
+LABELS = {"xeon": "Xeon (AMX)", "zen3": "Zen 3 EPYC", "zen4": "Zen 4 EPYC", "zen5": "Zen 5"}
 USUALLY = {"xeon": "often shared with other jobs"}
 
 
 def machine_id() -> str:
-    """This machine's id in results file names: xeon (Intel), zen3 / zen5 (AMD family 25 / 26), else the arch."""
+    """This machine's id in results file names: xeon (Intel), zen3 / zen4 (AMD family 25, without / with
+    AVX-512), zen5 (family 26), else the arch."""
     info = _lscpu()
     name = (info.get("Model name") or "").lower()
     family = info.get("CPU family")
     if "intel" in name:
         return "xeon"
     if "amd" in name:
-        return {"25": "zen3", "26": "zen5"}.get(str(family), f"amd{family}")
+        if str(family) == "25":
+            return "zen4" if "avx512f" in _cpu_flags() else "zen3"
+        return {"26": "zen5"}.get(str(family), f"amd{family}")
     return platform.machine()
 
 

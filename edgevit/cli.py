@@ -112,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 0
         install_log_handler()
-        level = logging.INFO if command in openmp.TRAINING_COMMANDS else logging.DEBUG
-        logging.getLogger("edgevit.openmp").log(level, wait_policy)
+        logging.getLogger("edgevit.openmp").debug(wait_policy)  # distill prints it once its inputs are valid
         return int(runners[args.command](args) or 0)
     except EdgevitError as exc:
         print(f"edgevit: error: {_as_flag(exc, parser, command)}", file=sys.stderr)

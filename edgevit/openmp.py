@@ -15,6 +15,7 @@ from collections.abc import MutableMapping
 
 TRAINING_COMMANDS = frozenset({"distill"})  # their time is training steps; compress/profile time latency
 IDLE_LOAD_PER_CPU = 0.25  # 1-minute load average per usable CPU below which the machine counts as idle
+chosen: str | None = None  # set_wait_policy's line for this process; a training run logs it once it starts
 
 
 def usable_cpus() -> int:
@@ -44,8 +45,10 @@ def choose_wait_policy(command: str | None, environ: MutableMapping[str, str], l
 
 def set_wait_policy(command: str | None) -> str:
     """choose_wait_policy for this process, from its environment and the load average now."""
+    global chosen
     try:
         load1: float | None = os.getloadavg()[0]
     except OSError:
         load1 = None
-    return choose_wait_policy(command, os.environ, load1, usable_cpus())
+    chosen = choose_wait_policy(command, os.environ, load1, usable_cpus())
+    return chosen

@@ -107,6 +107,7 @@ def test_distill_cli_end_to_end_and_ledger(tmp_path):
     out = edgevit("distill", write_recipe(tmp_path, epochs=2), "--out", tmp_path / "runs" / "e2e")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "teacher  resnet10t" in out.stdout and "student  deit_tiny" in out.stdout and "run folder" in out.stdout
+    assert "OpenMP: OMP_WAIT_POLICY=PASSIVE from the environment" in out.stdout  # said once the inputs are valid
     run = tmp_path / "runs" / "e2e"
     model, meta = load_student(run)
     assert meta["num_classes"] == 10 and meta["img_size"] == 16 and len(meta["sha256"]) == 64

@@ -19,6 +19,7 @@ import yaml
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
+from edgevit import openmp
 from edgevit.config import Recipe
 from edgevit.data import Datasets, build_datasets, labelled_only
 from edgevit.distill.cache import TeacherCache
@@ -431,6 +432,8 @@ def _distill(
                 f"{heads}  {row['train_img_s']:.0f} img/s"
             )
 
+    if openmp.chosen and dist.main:
+        log(openmp.chosen)
     t_train = time.perf_counter()
     train = data.train if teacher is not None else labelled_only(data.train)  # no teacher: labelled images only
     trainer = Trainer(
