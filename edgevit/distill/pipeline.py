@@ -206,9 +206,10 @@ def build_teacher(
             _train_teacher(
                 model, size, name, key, schedule, recipe, data, runs_root, run_dir, dist, log, progress, metrics_path
             )
+        model = model.to(dist.device)  # scored where it will run (a GPU), not on the CPU it was built on
         acc = evaluate(T.Resized.at(model, size, recipe.data.img_size), data.val)["top1"] if dist.main else float("nan")
         log(f"teacher {name}: {acc:.2f}% top-1 on the held-out split")
-        members.append(model.to(dist.device))
+        members.append(model)
         sizes.append(size)
         info.append({"name": name, "arch": type(model).__name__, "source": source, "key": key, "val_top1": acc})
     sample = torch.randn(recipe.data.batch_size, 3, recipe.data.img_size, recipe.data.img_size, device=dist.device)

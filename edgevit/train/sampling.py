@@ -64,6 +64,7 @@ def make_loader(
     rank: int = 0,
     repeats: int = 0,
     train: bool = True,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """The loader for round `rnd`: shuffled by (seed, rnd); repeated augmentation when repeats > 1."""
     ds.round = rnd
@@ -84,5 +85,6 @@ def make_loader(
         num_workers=workers,
         drop_last=train,
         generator=g,
-        persistent_workers=False,
+        pin_memory=pin_memory,
+        persistent_workers=False,  # workers hold a copy of ds: a new round (its augmentation seed) needs new ones
     )

@@ -93,9 +93,12 @@ class DistInfo:
 
 
 def init_distributed() -> DistInfo:
-    """DDP when started by torchrun (WORLD_SIZE > 1): gloo on CPU, nccl on GPU."""
+    """The run's device, and DDP when started by torchrun (WORLD_SIZE > 1): gloo on CPU, nccl on GPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cuda = torch.cuda.is_available()
+    if cuda:  # as timm's train.py: TF32 matmuls, cuDNN picks its fastest convolutions (teacher probes included)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
     if world <= 1:
         return DistInfo(device=torch.device("cuda" if cuda else "cpu"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -120,6 +123,8 @@ def _rng_state() -> dict[str, Any]:
             float(np_state[4]),
         ],
         "python": [py_state[0], list(py_state[1]), py_state[2]],
+        # drop-path masks and dropout drawn on a GPU come from its own generators
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
     }
 
 
@@ -128,6 +133,8 @@ def _set_rng_state(s: dict[str, Any]) -> None:
     n = s["numpy"]
     np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
     random.setstate((s["python"][0], tuple(s["python"][1]), s["python"][2]))
+    if s.get("cuda") and torch.cuda.is_available() and len(s["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(s["cuda"])
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -232,6 +239,7 @@ class Trainer:
             self.dist.world,
             self.dist.rank,
             repeats=3 if self.cfg.aug.repeated_aug else 0,
+            pin_memory=self.device.type == "cuda",  # so the non_blocking copies below overlap the step
         )
 
     def _lr(self) -> float:
@@ -317,15 +325,14 @@ class Trainer:
         if hasattr(self.task, "set_criterion"):  # edgevit's tasks; a timm task brings its own criterion
             self.task.set_criterion(_criterion(aug, mixup_on))
         self.scaler = torch.amp.GradScaler(enabled=self.precision.amp == "fp16" and self.device.type == "cuda")
-        if self.dist.world > 1:
-            self.task.prepare_distributed(device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.rebuild_optimizer()
+        self.rebuild_optimizer()  # and, under DDP, wraps the trainable module
         if state is not None:
             self.model.load_state_dict(state["model"])
             self.task.load_task_state(state.get("task_state"))
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-            self.scaler.load_state_dict(state["scaler"])
+            if state.get("scaler"):  # empty when the checkpoint ran without fp16's scaler (another device)
+                self.scaler.load_state_dict(state["scaler"])
             _set_rng_state(state["rng"])
             self.history, self.update = list(state.get("history", [])), int(state.get("update", 0))
         return state
