@@ -142,8 +142,8 @@ def write_results(
     m.update(
         id=mid,
         label=LABELS.get(mid, mid),
-        conditions=f"{usual + '; ' if usual else ''}load average (1/5/15 min) {load_before} before, "
-        f"{m['load_average']} after, on {m['cpus']} CPUs",
+        conditions=f"{usual + '; ' if usual else ''}load average (1/5/15 min) "
+        f"{f'{load_before} before, ' if load_before else ''}{m['load_average']} after, on {m['cpus']} CPUs",
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

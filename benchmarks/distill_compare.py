@@ -144,6 +144,7 @@ def summary(rows: list[dict], settings: list[str]) -> dict:
             "cls / dist head",
             "teacher",
             "wall s per run",
+            "student img/s",
         ],
         "align": ["left", "right", "right", "right", "left", "right", "left", "right", "right"],
         "rows": out,

@@ -311,6 +311,8 @@ TITLES = {
     "commands": "The README's commands",
     "benchmark_targets": "edgevit benchmark --targets all",
     "distill_compare": "Distillation: with and without a teacher",
+    "distill_settings": "Distillation settings: a small student, and few labels",
+    "wait_policy": "OpenMP threads that sleep or spin: training img/s, idle and busy",
     "timm_kd_compare": "edgevit's distillation loop vs timm's train.py",
     "latency": "Latency per runtime and precision, DeiT-Ti/224",
     "int8_accuracy": "INT8 that keeps its accuracy: ptq, tune, qat",
@@ -321,8 +323,9 @@ TITLES = {
     "export_accuracy": "Exports of the quickstart student",
     "timer_compare": "edgevit's timer vs benchmark_app and litert-benchmark",
     "width_rounding": "Do aligned widths run faster at equal MACs?",
+    "gpu_check": "On a GPU: the CUDA training path and the loop against timm",
 }
-MACHINE_ORDER = ["zen5", "zen3", "xeon"]
+MACHINE_ORDER = ["zen5", "zen4", "zen3", "xeon"]
 
 
 def _flags(m: dict[str, Any]) -> str:
@@ -380,7 +383,8 @@ def results_pages() -> dict[str, str]:
 
 # ------------------------------------------------------------------------------ README
 README_BLOCK = ("<!-- gen:measured (docs/gen.py, from benchmarks/results) -->", "<!-- /gen:measured -->")
-README_TABLES = ("compress_budget", "width_rounding")  # benchmarks whose first table per section the README shows
+# benchmarks whose first table per section the README shows
+README_TABLES = ("compress_budget", "width_rounding", "distill_settings")
 
 
 def readme_page() -> str:

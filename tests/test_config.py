@@ -80,13 +80,14 @@ def test_cli_lists_and_fails_cleanly(tmp_path):
 
 def test_small_student_recipe_is_edge_sized_with_the_quickstarts_teacher():
     """recipes/small_student.yaml: at most 15 M MACs at 32 px, by edgevit's one counter; the
-    quickstart's teacher, augmentation and schedule (so a quickstart run's fine-tuned teacher is reused)."""
+    quickstart's teacher, augmentation and optimiser (so a quickstart run's fine-tuned teacher is reused);
+    its own epochs (what its 3-seed measurement supports)."""
     from edgevit.distill.pipeline import student_build
     from edgevit.models.students import count_macs, create_student
 
     small, quick = load_recipe("small_student")[0], load_recipe("quickstart")[0]
     assert (small.data.img_size, small.distill.type) == (32, "hard")
-    same = ("teacher", "aug", "epochs", "optim")
+    same = ("teacher", "aug", "optim")
     assert [getattr(small, f) for f in same] == [getattr(quick, f) for f in same]
     student = create_student(*student_build(small, 10))
     assert count_macs(student, 32) <= 15e6
