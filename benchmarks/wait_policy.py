@@ -38,6 +38,29 @@ distill(recipe, sys.argv[2], log=lambda m: None)
 """
 
 
+SECTION_TEXT = (
+    "`python benchmarks/wait_policy.py --epochs {epochs} --repeats {repeats}`: `edgevit distill --distillation "
+    "none` on the quickstart recipe, img/s the median of each run's epochs after the first, policies in "
+    "alternation. `PASSIVE`: threads sleep; `unset`: libgomp's default (spin ~300,000 rounds, then sleep); "
+    "`spin10000`: `GOMP_SPINCOUNT=10000`. Conditions: idle; `spin1` / `spin2`: one / two busy Python loops "
+    "beside the run; `twin`: two identical runs at once."
+)
+
+
+def verdict(rows: list[dict], base: str) -> str:
+    """One sentence from the ratios: how much spinning gains idle and costs busy, against `base`."""
+    ratio = {r["condition"]: r["ratio_to_" + base] for r in rows}
+    spin = [p for p in next(iter(ratio.values())) if p != base]
+    idle = ratio.get("idle", {})
+    busy = [x for c, by in ratio.items() if c != "idle" for p, x in by.items() if p in spin]
+    parts = []
+    if idle:
+        parts.append(f"idle, spinning ran at {min(idle[p] for p in spin):.2f}-{max(idle[p] for p in spin):.2f}x {base}")
+    if busy:
+        parts.append(f"with another job on the cores at {min(busy):.2f}-{max(busy):.2f}x")
+    return ("; ".join(parts) + ".") if parts else ""
+
+
 def _env(policy: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     if policy.startswith("spin"):
@@ -119,8 +142,33 @@ def main() -> None:
             }
         )
         print(f"{condition:<9} " + " ".join(f"{med[p]:>9.1f} ({med[p] / med[base]:.2f}x)" for p in a.policies))
+    columns = ["condition", *(f"{p} img/s" for p in a.policies), *(f"{p} / {base}" for p in a.policies[1:])]
+    table_rows = [
+        [
+            r["condition"],
+            *(f"{r['median_img_s'][p]:.0f}" for p in a.policies),
+            *(f"{r['ratio_to_' + base][p]:.2f}" for p in a.policies[1:]),
+        ]
+        for r in rows
+    ]
     results = {
         "benchmark": "wait_policy",
+        "sections": [
+            {
+                "title": "Training img/s by OpenMP wait policy, idle and busy",
+                "blocks": [
+                    {"text": SECTION_TEXT.format(epochs=a.epochs, repeats=a.repeats)},
+                    {"text": verdict(rows, base)},
+                    {
+                        "table": {
+                            "columns": columns,
+                            "rows": table_rows,
+                            "align": ["left"] + ["right"] * (len(columns) - 1),
+                        }
+                    },
+                ],
+            }
+        ],
         "script": "benchmarks/wait_policy.py",
         "context": {
             "epochs": a.epochs,
