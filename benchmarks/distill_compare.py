@@ -97,7 +97,7 @@ def main() -> None:
     for row in table["rows"]:
         print(" | ".join(str(c) for c in row))
     if a.publish:
-        publish(Path(a.publish), a.title, a.text, table, rows, recipe=a.recipe)
+        publish(Path(a.publish), a.title, a.text, [compact(rows, a.settings), table], rows, recipe=a.recipe)
         print(f"published section {a.title!r} in {a.publish}")
     print(f"\nwrote {out}")
 
@@ -107,6 +107,25 @@ def student_img_s(run: Path) -> float | None:
     lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []
     rates = [r["train_img_s"] for r in map(json.loads, filter(None, lines)) if r.get("stage") == "student"]
     return statistics.median(rates) if rates else None
+
+
+def compact(rows: list[dict], settings: list[str]) -> dict:
+    """The short table (the README's): per setting, top-1 mean +- std at each epoch count, and img/s."""
+    epochs = sorted({r["epochs"] for r in rows}, reverse=True)
+    out = []
+    for setting in settings:
+        mine = [r for r in rows if r["setting"] == setting]
+        if not mine:
+            continue
+        cells = []
+        for e in epochs:
+            accs = [r["val_top1"] for r in mine if r["epochs"] == e]
+            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            cells.append(f"{statistics.mean(accs):.2f} ± {sd:.2f}" if accs else "-")
+        rates = [r["student_img_s"] for r in mine if r.get("student_img_s")]
+        out.append([setting, *cells, f"{statistics.median(rates):.0f}" if rates else "-"])
+    columns = ["setting", *(f"top-1 %, {e} epochs" for e in epochs), "img/s"]
+    return {"columns": columns, "align": ["left"] + ["right"] * (len(columns) - 1), "rows": out}
 
 
 def summary(rows: list[dict], settings: list[str]) -> dict:
@@ -151,7 +170,7 @@ def summary(rows: list[dict], settings: list[str]) -> dict:
     }
 
 
-def publish(path: Path, title: str, text: str, table: dict, rows: list[dict], recipe: str) -> None:
+def publish(path: Path, title: str, text: str, tables: list[dict], rows: list[dict], recipe: str) -> None:
     """Add (or replace) the section `title` in the committed results file; the machine is this one."""
     data = json.loads(path.read_text()) if path.exists() else {"benchmark": path.name.split(".")[0]}
     data.setdefault("script", "benchmarks/distill_compare.py")
@@ -160,7 +179,7 @@ def publish(path: Path, title: str, text: str, table: dict, rows: list[dict], re
     section = {
         "title": title,
         "recipe": recipe,
-        "blocks": [{"text": f"{text} *Load*: {span}."}, {"table": table}],
+        "blocks": [{"text": f"{text} *Load*: {span}."}, *({"table": t} for t in tables)],
         "runs": rows,
     }
     data["sections"] = [s for s in data.get("sections", []) if s["title"] != title] + [section]
