@@ -109,6 +109,11 @@ def student_img_s(run: Path) -> float | None:
     return statistics.median(rates) if rates else None
 
 
+def mean_sd(accs: list[float]) -> str:
+    sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+    return f"{statistics.mean(accs):.2f} ± {sd:.2f}"
+
+
 def compact(rows: list[dict], settings: list[str]) -> dict:
     """The short table (the README's): per setting, top-1 mean +- std at each epoch count, and img/s."""
     epochs = sorted({r["epochs"] for r in rows}, reverse=True)
@@ -120,8 +125,7 @@ def compact(rows: list[dict], settings: list[str]) -> dict:
         cells = []
         for e in epochs:
             accs = [r["val_top1"] for r in mine if r["epochs"] == e]
-            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-            cells.append(f"{statistics.mean(accs):.2f} ± {sd:.2f}" if accs else "-")
+            cells.append(mean_sd(accs) if accs else "-")
         rates = [r["student_img_s"] for r in mine if r.get("student_img_s")]
         out.append([setting, *cells, f"{statistics.median(rates):.0f}" if rates else "-"])
     columns = ["setting", *(f"top-1 %, {e} epochs" for e in epochs), "img/s"]
@@ -137,7 +141,6 @@ def summary(rows: list[dict], settings: list[str]) -> dict:
                 (r for r in rows if r["setting"] == setting and r["epochs"] == epochs), key=lambda r: r["seed"]
             )
             accs = [r["val_top1"] for r in group]
-            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
             teachers = ", ".join(f"{t['name']} {t['val_top1']:.1f} %" for t in group[0]["teachers"]) or "-"
             heads = [f"{statistics.mean(r[k] for r in group):.2f}" for k in ("val_top1_cls", "val_top1_dist")]
             out.append(
@@ -145,7 +148,7 @@ def summary(rows: list[dict], settings: list[str]) -> dict:
                     setting,
                     epochs,
                     len(group),
-                    f"{statistics.mean(accs):.2f} ± {sd:.2f}",
+                    mean_sd(accs),
                     ", ".join(f"{x:.2f}" for x in accs),
                     " / ".join(heads),
                     teachers,

@@ -71,3 +71,12 @@ def test_readme_test_command_is_the_ci_one():
     pytest_line = next(line for line in ci if line.startswith(".venv/bin/python -m pytest"))
     assert f"{install} && {pytest_line}" in readme
     assert shlex.split(pytest_line)[:3] == [".venv/bin/python", "-m", "pytest"]
+
+
+def test_no_docs_page_repeats_a_section():
+    """A page edited by script must keep each heading once (an empty-match replace once interleaved a
+    section between every character of docs/install.md, and the site still built)."""
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        headings = [line for line in page.read_text().splitlines() if re.match(r"#{1,3} \S", line)]
+        repeated = {h for h in headings if headings.count(h) > 1}
+        assert not repeated, f"{page.relative_to(ROOT)} repeats {sorted(repeated)[:3]}"
